@@ -1,0 +1,172 @@
+"""The ``consul-manifest`` command line: argument parsing and exit codes only, no business logic.
+
+Exit codes: 0 success (``plan``: no changes), 1 the operation failed, 2 ``plan --detailed-exitcode`` with changes
+pending, 3 invalid manifest or settings (nothing was sent to Consul), 4 Consul unreachable or refusing.
+
+Start-up time is part of the product (containers call ``render`` at boot): this module imports only click at the
+top; every command imports what it needs when it runs.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import Any, NoReturn, TypeVar
+
+import click
+
+from manifest_runner._version import __version__
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_CHANGES = 2
+EXIT_INVALID = 3
+EXIT_CONSUL = 4
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+PATHS = click.argument("paths", nargs=-1, required=True, metavar="PATH...")
+
+
+def exit_code_for(error: BaseException) -> int:
+    """The documented exit code for one of our errors."""
+    from manifest_runner import errors
+
+    if isinstance(error, errors.ManifestError | errors.SettingsError):
+        return EXIT_INVALID
+    if isinstance(error, errors.ConsulUnavailable | errors.ConsulRefused):
+        return EXIT_CONSUL
+    return EXIT_FAILED
+
+
+def fail(error: BaseException) -> NoReturn:
+    """Print an error the way a user can act on it (no traceback) and exit with its code."""
+    click.echo(f"error: {error}", err=True)
+    sys.exit(exit_code_for(error))
+
+
+def connection_options(func: F) -> F:
+    """Flags that override Consul's own environment variables (flag > environment > default)."""
+    options = [
+        click.option("--http-addr", help="Consul HTTP address [env: CONSUL_HTTP_ADDR; default 127.0.0.1:8500]."),
+        click.option("--token", help="ACL token [env: CONSUL_HTTP_TOKEN]; prefer --token-file."),
+        click.option("--token-file", help="File holding the ACL token [env: CONSUL_HTTP_TOKEN_FILE]."),
+        click.option("--ca-file", "cacert", help="CA bundle to verify Consul's certificate [env: CONSUL_CACERT]."),
+        click.option("--ca-path", "capath", help="Folder of CA certificates [env: CONSUL_CAPATH]."),
+        click.option("--client-cert", help="Client certificate for mutual TLS [env: CONSUL_CLIENT_CERT]."),
+        click.option("--client-key", help="Client key for mutual TLS [env: CONSUL_CLIENT_KEY]."),
+        click.option("--tls-server-name", help="Server name to verify (SNI) [env: CONSUL_TLS_SERVER_NAME]."),
+        click.option("--datacenter", help="Datacenter [env: CONSUL_DATACENTER; default: the agent's]."),
+        click.option("--timeout", type=float, help="Seconds one request may take [env: CONSUL_MANIFEST_TIMEOUT; 5]."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+CONNECTION_KEYS = (
+    "http_addr", "token", "token_file", "cacert", "capath", "client_cert", "client_key", "tls_server_name",
+    "datacenter", "timeout",
+)
+
+
+def split_connection(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Pop the connection flags out of a command's keyword arguments."""
+    return {key: kwargs.pop(key, None) for key in CONNECTION_KEYS}
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.version_option(__version__, "--version", "-V", prog_name="consul-manifest", message="%(prog)s %(version)s")
+def cli() -> None:
+    """Declarative service manifests for HashiCorp Consul.
+
+    Register services with their health checks, seed and enforce KV configuration, resolve dependencies into an
+    env file or a child's environment, and keep all of it converged.
+
+    \b
+    Exit codes: 0 ok (plan: no changes), 1 failed, 2 plan: changes pending,
+                3 invalid manifest or settings, 4 Consul unreachable or refusing.
+    """
+
+
+@cli.command()
+@PATHS
+@click.option("--quiet", "-q", is_flag=True, help="Print nothing when the manifests are valid.")
+def validate(paths: tuple[str, ...], quiet: bool) -> None:
+    """Parse and validate manifests; print every problem as file:line:col. Never contacts Consul."""
+    from manifest_runner.errors import ManifestError
+    from manifest_runner.loader import load_manifests
+
+    try:
+        manifest_set = load_manifests(paths)
+    except ManifestError as err:
+        for problem in err.problems:
+            click.echo(str(problem), err=True)
+        count = len(err.problems)
+        click.echo(f"invalid: {count} problem{'s' if count != 1 else ''}; nothing was sent to Consul", err=True)
+        sys.exit(EXIT_INVALID)
+    if not quiet:
+        manifests = manifest_set.manifests
+        services = sum(len(m.manifest.services) for m in manifests)
+        keys = sum(len(m.manifest.kv.seed) + len(m.manifest.kv.enforce) for m in manifests)
+        dependencies = sum(len(m.manifest.dependencies) for m in manifests)
+        click.echo(
+            f"valid: {len(manifests)} manifest{'s' if len(manifests) != 1 else ''} "
+            f"(owners: {', '.join(manifest_set.owners)}), {services} services, {keys} KV keys, "
+            f"{dependencies} dependencies"
+        )
+
+
+@cli.command()
+def schema() -> None:
+    """Print the manifest's JSON Schema (the same as schemas/manifest.schema.json)."""
+    from manifest_runner.schema_export import manifest_json_schema_text
+
+    click.echo(manifest_json_schema_text(), nl=False)
+
+
+@cli.command()
+@click.option("--dev", is_flag=True, required=True, help="Start a throw-away dev agent (the only mode).")
+@click.option("--addr-file", type=click.Path(dir_okay=False), help="Write the agent's address here once ready.")
+def agent(dev: bool, addr_file: str | None) -> None:
+    """Start a throw-away local Consul agent on loopback (needs a consul binary: $CONSUL_BIN or PATH).
+
+    Free ports, DNS and gRPC off, nothing persisted. Prints the address; stops on Ctrl-C or SIGTERM.
+    """
+    import signal
+    import threading
+    from pathlib import Path
+
+    from manifest_runner.devagent import AgentError, DevAgent, find_consul_binary
+
+    binary = find_consul_binary()
+    if binary is None:
+        click.echo("error: no consul binary: set CONSUL_BIN or put consul on PATH (scripts/get-consul fetches one)",
+                   err=True)
+        sys.exit(EXIT_FAILED)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        with DevAgent(binary) as running:
+            click.echo(f"consul dev agent ready: CONSUL_HTTP_ADDR={running.http_addr}  (log: {running.log_path})")
+            if addr_file:
+                target = Path(addr_file)
+                tmp = target.with_name(target.name + ".tmp")
+                tmp.write_text(running.http_addr + "\n")
+                tmp.replace(target)
+            try:
+                while not stop.wait(0.5):
+                    if running.process is None or running.process.poll() is not None:
+                        click.echo(f"error: the agent exited: {running.log_tail()}", err=True)
+                        sys.exit(EXIT_FAILED)
+            except KeyboardInterrupt:
+                pass
+    except AgentError as err:
+        click.echo(f"error: {err}", err=True)
+        sys.exit(EXIT_FAILED)
+    click.echo("consul dev agent stopped")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    cli(prog_name="consul-manifest")

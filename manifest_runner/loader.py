@@ -1,0 +1,478 @@
+"""Manifest files -> validated :class:`ManifestSet`, or a :class:`ManifestError` listing every problem.
+
+The pipeline for one file: read bytes (size cap) -> strict UTF-8 -> ruamel.yaml round-trip parse (keeps line and
+column of every key and value; duplicate keys refused) -> plain Python values with a position table, ``${VAR}``
+interpolation on the way (node budget against alias bombs) -> pydantic validation -> every error mapped back to
+``file:line:col: path: message``. After every file is valid on its own, :mod:`manifest_runner.consistency` checks
+what spans several places (duplicate ids and keys, also across files). Nothing is sent anywhere: loading is the
+"validation first, all of it" step that runs before any request to Consul.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from types import UnionType
+from typing import Annotated, Any, Union, get_args, get_origin
+
+from pydantic import BaseModel, ValidationError
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.error import MarkedYAMLError, YAMLError
+
+from manifest_runner.errors import ManifestError, Problem
+from manifest_runner.interpolate import InterpolationError, interpolate
+from manifest_runner.schema import PATTERN_HELP, Manifest, Owner
+
+MAX_FILE_BYTES = 1024 * 1024
+MAX_NODES = 100_000
+MAX_DEPTH = 64
+MANIFEST_SUFFIXES = (".yaml", ".yml")
+
+PathKey = tuple[str | int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Positions:
+    """Where each value and each mapping key of one document stands (1-based line and column)."""
+
+    file: str
+    values: Mapping[PathKey, tuple[int, int]]
+    keys: Mapping[PathKey, tuple[int, int]]
+
+    def of_value(self, path: PathKey) -> tuple[int, int]:
+        """The position of the value at ``path``, or of its nearest located ancestor."""
+        for end in range(len(path), -1, -1):
+            found = self.values.get(path[:end])
+            if found is not None:
+                return found
+        return (1, 1)
+
+    def of_key(self, path: PathKey) -> tuple[int, int]:
+        """The position of the key that names ``path`` (falls back to the value's position)."""
+        return self.keys.get(path) or self.of_value(path)
+
+    def problem(self, path: PathKey, message: str, *, at_key: bool = False) -> Problem:
+        line, col = self.of_key(path) if at_key else self.of_value(path)
+        return Problem(self.file, line, col, format_path(path), message)
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedManifest:
+    """One valid manifest file with what later stages need: its owner and where its parts stand."""
+
+    file: Path
+    manifest: Manifest
+    owner: str
+    positions: Positions
+
+    @property
+    def folder(self) -> Path:
+        """Relative output paths are resolved against the manifest's own folder."""
+        return self.file.parent
+
+
+@dataclass(frozen=True, slots=True)
+class ManifestSet:
+    """Every manifest given on the command line (files and folders), validated together."""
+
+    manifests: tuple[LoadedManifest, ...]
+
+    @property
+    def owners(self) -> tuple[str, ...]:
+        return tuple(sorted({m.owner for m in self.manifests}))
+
+    def of_owner(self, owner: str) -> tuple[LoadedManifest, ...]:
+        return tuple(m for m in self.manifests if m.owner == owner)
+
+    @property
+    def files(self) -> tuple[Path, ...]:
+        return tuple(m.file for m in self.manifests)
+
+
+def format_path(path: PathKey) -> str:
+    """``("services", 0, "port")`` -> ``services[0].port``."""
+    out = ""
+    for part in path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def manifest_files(paths: Iterable[str | os.PathLike[str]]) -> tuple[list[Path], list[Problem]]:
+    """Expand files and folders (``*.yaml`` / ``*.yml``, not recursive, sorted) into manifest files."""
+    files: list[Path] = []
+    problems: list[Problem] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.suffix in MANIFEST_SUFFIXES and p.is_file())
+            if not found:
+                problems.append(Problem(str(path), 0, 0, "", "folder has no *.yaml or *.yml manifests"))
+            files.extend(found)
+        elif path.is_file():
+            files.append(path)
+        elif path.exists():
+            problems.append(Problem(str(path), 0, 0, "", "not a regular file or folder"))
+        else:
+            problems.append(Problem(str(path), 0, 0, "", "no such file or folder"))
+    unique = list(dict.fromkeys(files))
+    return unique, problems
+
+
+def load_manifests(
+    paths: Sequence[str | os.PathLike[str]], environ: Mapping[str, str] | None = None
+) -> ManifestSet:
+    """Load and validate every manifest under ``paths``; raise :class:`ManifestError` with every problem found."""
+    from manifest_runner.consistency import consistency_problems
+
+    env = os.environ if environ is None else environ
+    if not paths:
+        raise ManifestError([Problem("<command line>", 0, 0, "", "no manifest path given")])
+    files, problems = manifest_files(paths)
+    loaded: list[LoadedManifest] = []
+    for file in files:
+        try:
+            data = read_manifest_bytes(file)
+        except ManifestError as err:
+            problems.extend(err.problems)
+            continue
+        try:
+            loaded.append(parse_manifest(data, file, env))
+        except ManifestError as err:
+            problems.extend(err.problems)
+    if not problems:
+        problems.extend(consistency_problems(loaded))
+    if problems:
+        raise ManifestError(problems)
+    return ManifestSet(tuple(loaded))
+
+
+def read_manifest_bytes(file: Path) -> bytes:
+    """Read at most the size limit (plus one byte, to tell a too-large file)."""
+    try:
+        with file.open("rb") as handle:
+            data = handle.read(MAX_FILE_BYTES + 1)
+    except OSError as err:
+        raise ManifestError([Problem(str(file), 0, 0, "", f"cannot read: {err.strerror or err}")]) from err
+    if len(data) > MAX_FILE_BYTES:
+        size = file.stat().st_size
+        raise ManifestError(
+            [Problem(str(file), 1, 1, "", f"file is {size:,} bytes; a manifest may be at most {MAX_FILE_BYTES:,}")]
+        )
+    return data
+
+
+def parse_manifest(data: bytes, file: Path, environ: Mapping[str, str]) -> LoadedManifest:
+    """Parse and validate one manifest's bytes (pure: no I/O)."""
+    name = str(file)
+    text = _decode(data, name)
+    document = _parse_yaml(text, name)
+    if document is None:
+        raise ManifestError([Problem(name, 1, 1, "", "the file is empty; a manifest starts with 'version: 1'")])
+    if not isinstance(document, CommentedMap):
+        kind = "list" if isinstance(document, CommentedSeq) else "single value"
+        raise ManifestError([Problem(name, 1, 1, "", f"a manifest is a map with 'version: 1', not a {kind}")])
+    converter = _Converter(name, environ)
+    plain = converter.convert(document)
+    positions = converter.positions()
+    problems = list(converter.problems)
+    manifest: Manifest | None = None
+    try:
+        manifest = Manifest.model_validate(plain)
+    except ValidationError as err:
+        found = [
+            _problem_from_pydantic(item, plain, positions)
+            for item in err.errors(include_url=False, include_input=False)
+            if not _under(_data_path(item["loc"], plain), converter.failed_paths)
+        ]
+        problems.extend(_merge_same_place(found))
+    if problems or manifest is None:
+        raise ManifestError(problems)
+    owner = manifest.owner if manifest.owner is not None else file.stem
+    if manifest.owner is None and not _valid_owner(owner):
+        raise ManifestError(
+            [Problem(name, 1, 1, "owner", f"the owner defaults to the file name {owner!r}, which is not a valid "
+                     "owner (letters, digits, '.', '_', '-'); set 'owner:'")]
+        )
+    return LoadedManifest(file=file, manifest=manifest, owner=owner, positions=positions)
+
+
+def _valid_owner(owner: str) -> bool:
+    from pydantic import TypeAdapter
+
+    try:
+        TypeAdapter(Owner).validate_python(owner)
+    except ValidationError:
+        return False
+    return True
+
+
+def _decode(data: bytes, name: str) -> str:
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data.count(b"\n", 0, err.start) + 1
+        col = err.start - (data.rfind(b"\n", 0, err.start) + 1) + 1
+        raise ManifestError(
+            [Problem(name, line, col, "", f"not UTF-8: byte 0x{data[err.start]:02x} cannot be decoded")]
+        ) from None
+    return text.removeprefix("\ufeff")
+
+
+def _parse_yaml(text: str, name: str) -> Any:
+    yaml = YAML(typ="rt", pure=True)
+    yaml.allow_duplicate_keys = False
+    try:
+        return yaml.load(text)
+    except MarkedYAMLError as err:
+        mark = err.problem_mark or err.context_mark
+        line, col = (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)
+        message = " ".join(part for part in (err.context, err.problem) if part)
+        if "duplicate key" in (err.problem or ""):
+            message = (err.problem or "").split(" with value")[0]
+            message += " (a key may appear only once in a map)"
+        raise ManifestError([Problem(name, line, col, "", f"invalid YAML: {message}")]) from None
+    except YAMLError as err:  # e.g. ReaderError: control characters, which ruamel locates by character offset
+        position = getattr(err, "position", None)
+        line, col = _line_col(text, position) if isinstance(position, int) else (1, 1)
+        reason = str(err).split("\n", 1)[0]
+        raise ManifestError([Problem(name, line, col, "", f"invalid YAML: {reason}")]) from None
+    except RecursionError:
+        raise ManifestError([Problem(name, 1, 1, "", "invalid YAML: nesting is too deep")]) from None
+
+
+def _line_col(text: str, offset: int) -> tuple[int, int]:
+    line = text.count("\n", 0, offset) + 1
+    return line, offset - (text.rfind("\n", 0, offset) + 1) + 1
+
+
+class _TooBig(Exception):
+    pass
+
+
+class _Converter:
+    """ruamel round-trip nodes -> plain values, recording positions and interpolating ``${VAR}``."""
+
+    def __init__(self, name: str, environ: Mapping[str, str]) -> None:
+        self.name = name
+        self.environ = environ
+        self.values: dict[PathKey, tuple[int, int]] = {}
+        self.keys: dict[PathKey, tuple[int, int]] = {}
+        self.problems: list[Problem] = []
+        self.failed_paths: list[PathKey] = []
+        self.nodes = 0
+
+    def positions(self) -> Positions:
+        return Positions(self.name, self.values, self.keys)
+
+    def convert(self, document: CommentedMap) -> Any:
+        self.values[()] = (document.lc.line + 1, document.lc.col + 1)
+        try:
+            return self._walk(document, ())
+        except _TooBig as err:
+            self.problems.append(Problem(self.name, 1, 1, "", str(err)))
+            return {}
+
+    def _walk(self, node: Any, path: PathKey) -> Any:
+        self.nodes += 1
+        if self.nodes > MAX_NODES:
+            raise _TooBig(f"the document expands to more than {MAX_NODES:,} values (an alias bomb?)")
+        if len(path) > MAX_DEPTH:
+            raise _TooBig(f"the document nests deeper than {MAX_DEPTH} levels")
+        if isinstance(node, CommentedMap):
+            out: dict[Any, Any] = {}
+            own = node.lc.data if node.lc.data is not None else {}
+            for key, value in node.items():
+                child = (*path, _key(key))
+                if key in own:
+                    line, col, vline, vcol = own[key]
+                    self.keys[child] = (line + 1, col + 1)
+                    self.values[child] = (vline + 1, vcol + 1)
+                out[_key(key)] = self._walk(value, child)
+            return out
+        if isinstance(node, CommentedSeq):
+            items: list[Any] = []
+            own_items = node.lc.data if node.lc.data is not None else {}
+            for index, value in enumerate(node):
+                child = (*path, index)
+                if index in own_items:
+                    line, col = own_items[index][:2]
+                    self.values[child] = (line + 1, col + 1)
+                items.append(self._walk(value, child))
+            return items
+        return self._scalar(node, path)
+
+    def _scalar(self, node: Any, path: PathKey) -> Any:
+        if isinstance(node, bool) or node is None:
+            return node
+        if isinstance(node, int):
+            return int(node)
+        if isinstance(node, float):
+            return float(node)
+        if isinstance(node, str):
+            try:
+                return interpolate(str(node), self.environ)
+            except InterpolationError as err:
+                line, col = self.values.get(path, (1, 1))
+                self.problems.append(Problem(self.name, line, col, format_path(path), str(err)))
+                self.failed_paths.append(path)
+                return str(node)
+        if isinstance(node, date):
+            return node  # validators say "quote it": a date is not a value Consul can hold as typed
+        return node
+
+
+def _key(key: Any) -> Any:
+    if isinstance(key, str):
+        return str(key)
+    if isinstance(key, bool) or key is None:
+        return key
+    if isinstance(key, int):
+        return int(key)
+    if isinstance(key, float):
+        return float(key)
+    return str(key)
+
+
+def _under(path: PathKey, prefixes: Sequence[PathKey]) -> bool:
+    return any(path[: len(prefix)] == prefix for prefix in prefixes)
+
+
+def _data_path(loc: Sequence[int | str], data: Any) -> PathKey:
+    """Keep the parts of a pydantic ``loc`` that name places in the data.
+
+    Dropped: union tags (``checks[0].http.interval`` is reported as ``checks[0].interval``), ``[key]`` markers and
+    the names of union branches (``str``, ``list[str]``). A missing field keeps its name as the last part.
+    """
+    out: list[str | int] = []
+    node = data
+    for index, part in enumerate(loc):
+        following = loc[index + 1] if index + 1 < len(loc) else None
+        if isinstance(node, dict):
+            if part == "[key]":
+                continue
+            if part in node:
+                child = node[part]
+                is_tag = following is not None and following in node and not (
+                    isinstance(child, dict) and following in child
+                )
+                if not is_tag:
+                    out.append(part)
+                    node = child
+                continue
+            if following is None:
+                out.append(part)  # a missing field
+            continue
+        if isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            out.append(part)
+            node = node[part]
+            continue
+        break
+    return tuple(out)
+
+
+def _problem_from_pydantic(item: Mapping[str, Any], data: Any, positions: Positions) -> Problem:
+    loc: tuple[int | str, ...] = tuple(item["loc"])
+    path = _data_path(loc, data)
+    kind = item["type"]
+    message = _tidy(str(item["msg"]))
+    if kind == "extra_forbidden":
+        field = path[-1] if path else loc[-1]
+        message = f"unknown field {field!r}" + _suggestion(field, _fields_at(loc[:-1]))
+        return positions.problem(path, message, at_key=True)
+    if kind == "missing":
+        line, col = positions.of_value(path[:-1])
+        return Problem(positions.file, line, col, format_path(path), "required field is missing")
+    if "[key]" in loc:
+        return positions.problem(path, f"key: {message}", at_key=True)
+    return positions.problem(path, message)
+
+
+def _merge_same_place(problems: list[Problem]) -> list[Problem]:
+    """A value that fails every branch of a union gets one problem, naming each branch's complaint once."""
+    merged: dict[tuple[str, int, int, str], list[str]] = {}
+    for problem in problems:
+        messages = merged.setdefault((problem.file, problem.line, problem.col, problem.path), [])
+        if problem.message not in messages:
+            messages.append(problem.message)
+    out = []
+    for (file, line, col, path), messages in merged.items():
+        specific = [m for m in messages if not m.startswith("Input should be")]
+        out.append(Problem(file, line, col, path, "; or ".join(specific or messages)))
+    return out
+
+
+def _tidy(message: str) -> str:
+    message = message.removeprefix("Value error, ").removeprefix("Assertion failed, ")
+    if message.startswith("String should match pattern '"):
+        pattern = message.removeprefix("String should match pattern '").removesuffix("'")
+        return PATTERN_HELP.get(pattern, message)
+    return message
+
+
+def _tagged() -> dict[str | int, type[BaseModel]]:
+    from manifest_runner import schema
+
+    return {
+        "http": schema.HttpCheck,
+        "tcp": schema.TcpCheck,
+        "grpc": schema.GrpcCheck,
+        "ttl": schema.TtlCheck,
+        "service": schema.ServiceDependency,
+        "kv": schema.KVDependency,
+    }
+
+
+def _unwrap(annotation: Any) -> tuple[Any, bool]:
+    """A field's annotation -> (model, union of models as a tuple, or None; whether it is a list or dict)."""
+    origin, args = get_origin(annotation), get_args(annotation)
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation, False
+    if origin is Annotated:
+        return _unwrap(args[0])
+    if origin in (list, dict):
+        return _unwrap(args[-1])[0], True
+    if origin in (Union, UnionType):
+        members = [m for m in (_unwrap(a)[0] for a in args) if m is not None]
+        if len(members) == 1:
+            return members[0], False
+        return (tuple(members) if members else None), False
+    return None, False
+
+
+def _fields_at(loc: Sequence[int | str]) -> list[str]:
+    """The field names of the model at ``loc`` (following tags, list items and map keys), for "did you mean"."""
+    current: Any = Manifest
+    skip = False
+    tagged = _tagged()
+    for part in loc:
+        if skip:
+            skip = False
+            continue
+        if isinstance(current, tuple):
+            current = tagged.get(part)
+            if current is None:
+                return []
+            continue
+        fields = getattr(current, "model_fields", None)
+        if fields is None or part not in fields:
+            return []
+        current, skip = _unwrap(fields[part].annotation)
+    fields = getattr(current, "model_fields", None)
+    return sorted(fields) if fields else []
+
+
+def _suggestion(word: str | int, choices: list[str]) -> str:
+    if not isinstance(word, str) or not choices:
+        return ""
+    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
+    if close:
+        return f"; did you mean {close[0]!r}?"
+    return f"; allowed: {', '.join(choices)}"
