@@ -1,5 +1,85 @@
-"""consul-manifest: declarative service manifests for HashiCorp Consul."""
+"""consul-manifest: declarative service manifests for HashiCorp Consul.
+
+The public API is what ``__all__`` lists. Names are imported on first use (PEP 562), so that ``import
+manifest_runner`` and the ``consul-manifest`` command start fast: containers call ``render`` at boot.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from manifest_runner._version import __version__
 
-__all__ = ["__version__"]
+if TYPE_CHECKING:
+    from manifest_runner.errors import (
+        ApplyFailed,
+        ConsulError,
+        ConsulRefused,
+        ConsulRequestError,
+        ConsulUnavailable,
+        LockTimeout,
+        ManifestError,
+        ManifestRunnerError,
+        OutputError,
+        Problem,
+        ResolveError,
+        SettingsError,
+    )
+    from manifest_runner.loader import LoadedManifest, ManifestSet, load_manifests
+    from manifest_runner.schema import Manifest
+    from manifest_runner.settings import ConsulSettings
+
+_LAZY = {
+    "ApplyFailed": "manifest_runner.errors",
+    "ConsulError": "manifest_runner.errors",
+    "ConsulRefused": "manifest_runner.errors",
+    "ConsulRequestError": "manifest_runner.errors",
+    "ConsulSettings": "manifest_runner.settings",
+    "ConsulUnavailable": "manifest_runner.errors",
+    "LoadedManifest": "manifest_runner.loader",
+    "LockTimeout": "manifest_runner.errors",
+    "Manifest": "manifest_runner.schema",
+    "ManifestError": "manifest_runner.errors",
+    "ManifestRunnerError": "manifest_runner.errors",
+    "ManifestSet": "manifest_runner.loader",
+    "OutputError": "manifest_runner.errors",
+    "Problem": "manifest_runner.errors",
+    "ResolveError": "manifest_runner.errors",
+    "SettingsError": "manifest_runner.errors",
+    "load_manifests": "manifest_runner.loader",
+}
+
+__all__ = [
+    "ApplyFailed",
+    "ConsulError",
+    "ConsulRefused",
+    "ConsulRequestError",
+    "ConsulSettings",
+    "ConsulUnavailable",
+    "LoadedManifest",
+    "LockTimeout",
+    "Manifest",
+    "ManifestError",
+    "ManifestRunnerError",
+    "ManifestSet",
+    "OutputError",
+    "Problem",
+    "ResolveError",
+    "SettingsError",
+    "__version__",
+    "load_manifests",
+]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'manifest_runner' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -65,8 +65,16 @@ def connection_options(func: F) -> F:
 
 
 CONNECTION_KEYS = (
-    "http_addr", "token", "token_file", "cacert", "capath", "client_cert", "client_key", "tls_server_name",
-    "datacenter", "timeout",
+    "http_addr",
+    "token",
+    "token_file",
+    "cacert",
+    "capath",
+    "client_cert",
+    "client_key",
+    "tls_server_name",
+    "datacenter",
+    "timeout",
 )
 
 
@@ -141,8 +149,9 @@ def agent(dev: bool, addr_file: str | None) -> None:
 
     binary = find_consul_binary()
     if binary is None:
-        click.echo("error: no consul binary: set CONSUL_BIN or put consul on PATH (scripts/get-consul fetches one)",
-                   err=True)
+        click.echo(
+            "error: no consul binary: set CONSUL_BIN or put consul on PATH (scripts/get-consul fetches one)", err=True
+        )
         sys.exit(EXIT_FAILED)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

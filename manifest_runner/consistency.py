@@ -58,7 +58,9 @@ def consistency_problems(manifests: Iterable[LoadedManifest], state_prefix: str 
                 full = manifest.kv.prefix + key
                 place = _Place(loaded, ("kv", section, key))
                 if full.startswith(state_prefix):
-                    problems.append(place.problem(f"KV key {full!r} is under {state_prefix!r}, the runner's own records"))
+                    problems.append(
+                        place.problem(f"KV key {full!r} is under {state_prefix!r}, the runner's own records")
+                    )
                 _claim(kv_keys, full, place, f"KV key {full!r}", problems)
         for field in ("env_file", "json_file", "yaml_file"):
             target = getattr(manifest.outputs, field)

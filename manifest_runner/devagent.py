@@ -96,12 +96,24 @@ class DevAgent:
     def command(self) -> list[str]:
         ports = self.ports
         args = [
-            self.binary, "agent", "-dev",
-            "-bind=127.0.0.1", "-client=127.0.0.1", "-advertise=127.0.0.1", "-advertise-wan=127.0.0.1",
-            f"-node={self.node_name}", f"-datacenter={self.datacenter}",
-            f"-http-port={ports.http}", "-dns-port=-1", "-grpc-port=-1",
-            f"-serf-lan-port={ports.serf_lan}", f"-serf-wan-port={ports.serf_wan}", f"-server-port={ports.server}",
-            "-ui=false", "-disable-host-node-id=true", "-log-level=warn",
+            self.binary,
+            "agent",
+            "-dev",
+            "-bind=127.0.0.1",
+            "-client=127.0.0.1",
+            "-advertise=127.0.0.1",
+            "-advertise-wan=127.0.0.1",
+            f"-node={self.node_name}",
+            f"-datacenter={self.datacenter}",
+            f"-http-port={ports.http}",
+            "-dns-port=-1",
+            "-grpc-port=-1",
+            f"-serf-lan-port={ports.serf_lan}",
+            f"-serf-wan-port={ports.serf_wan}",
+            f"-server-port={ports.server}",
+            "-ui=false",
+            "-disable-host-node-id=true",
+            "-log-level=warn",
         ]
         hcl = list(self.extra_hcl)
         if self.management_token is not None:
@@ -122,7 +134,10 @@ class DevAgent:
             self.log_path = Path(name)
         self._log_handle = self.log_path.open("ab")
         self.process = subprocess.Popen(
-            self.command(), stdout=self._log_handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            self.command(),
+            stdout=self._log_handle,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
             start_new_session=True,
         )
         try:

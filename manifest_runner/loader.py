@@ -126,9 +126,7 @@ def manifest_files(paths: Iterable[str | os.PathLike[str]]) -> tuple[list[Path],
     return unique, problems
 
 
-def load_manifests(
-    paths: Sequence[str | os.PathLike[str]], environ: Mapping[str, str] | None = None
-) -> ManifestSet:
+def load_manifests(paths: Sequence[str | os.PathLike[str]], environ: Mapping[str, str] | None = None) -> ManifestSet:
     """Load and validate every manifest under ``paths``; raise :class:`ManifestError` with every problem found."""
     from manifest_runner.consistency import consistency_problems
 
@@ -183,6 +181,8 @@ def parse_manifest(data: bytes, file: Path, environ: Mapping[str, str]) -> Loade
     plain = converter.convert(document)
     positions = converter.positions()
     problems = list(converter.problems)
+    if converter.too_big:
+        raise ManifestError(problems)
     manifest: Manifest | None = None
     try:
         manifest = Manifest.model_validate(plain)
@@ -198,8 +198,16 @@ def parse_manifest(data: bytes, file: Path, environ: Mapping[str, str]) -> Loade
     owner = manifest.owner if manifest.owner is not None else file.stem
     if manifest.owner is None and not _valid_owner(owner):
         raise ManifestError(
-            [Problem(name, 1, 1, "owner", f"the owner defaults to the file name {owner!r}, which is not a valid "
-                     "owner (letters, digits, '.', '_', '-'); set 'owner:'")]
+            [
+                Problem(
+                    name,
+                    1,
+                    1,
+                    "owner",
+                    f"the owner defaults to the file name {owner!r}, which is not a valid "
+                    "owner (letters, digits, '.', '_', '-'); set 'owner:'",
+                )
+            ]
         )
     return LoadedManifest(file=file, manifest=manifest, owner=owner, positions=positions)
 
@@ -253,7 +261,7 @@ def _line_col(text: str, offset: int) -> tuple[int, int]:
     return line, offset - (text.rfind("\n", 0, offset) + 1) + 1
 
 
-class _TooBig(Exception):
+class _TooBigError(Exception):
     pass
 
 
@@ -268,6 +276,7 @@ class _Converter:
         self.problems: list[Problem] = []
         self.failed_paths: list[PathKey] = []
         self.nodes = 0
+        self.too_big = False
 
     def positions(self) -> Positions:
         return Positions(self.name, self.values, self.keys)
@@ -276,16 +285,17 @@ class _Converter:
         self.values[()] = (document.lc.line + 1, document.lc.col + 1)
         try:
             return self._walk(document, ())
-        except _TooBig as err:
+        except _TooBigError as err:
             self.problems.append(Problem(self.name, 1, 1, "", str(err)))
+            self.too_big = True
             return {}
 
     def _walk(self, node: Any, path: PathKey) -> Any:
         self.nodes += 1
         if self.nodes > MAX_NODES:
-            raise _TooBig(f"the document expands to more than {MAX_NODES:,} values (an alias bomb?)")
+            raise _TooBigError(f"the document expands to more than {MAX_NODES:,} values (an alias bomb?)")
         if len(path) > MAX_DEPTH:
-            raise _TooBig(f"the document nests deeper than {MAX_DEPTH} levels")
+            raise _TooBigError(f"the document nests deeper than {MAX_DEPTH} levels")
         if isinstance(node, CommentedMap):
             out: dict[Any, Any] = {}
             own = node.lc.data if node.lc.data is not None else {}
@@ -294,7 +304,8 @@ class _Converter:
                 if key in own:
                     line, col, vline, vcol = own[key]
                     self.keys[child] = (line + 1, col + 1)
-                    self.values[child] = (vline + 1, vcol + 1)
+                    # an empty value ("key:" and nothing) is located by its key, not by the next token
+                    self.values[child] = (line + 1, col + 1) if value is None else (vline + 1, vcol + 1)
                 out[_key(key)] = self._walk(value, child)
             return out
         if isinstance(node, CommentedSeq):
@@ -360,8 +371,8 @@ def _data_path(loc: Sequence[int | str], data: Any) -> PathKey:
                 continue
             if part in node:
                 child = node[part]
-                is_tag = following is not None and following in node and not (
-                    isinstance(child, dict) and following in child
+                is_tag = (
+                    following is not None and following in node and not (isinstance(child, dict) and following in child)
                 )
                 if not is_tag:
                     out.append(part)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import re
+from datetime import date
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
@@ -41,6 +42,8 @@ _INTERPOLATED = {"type": "string", "pattern": r"^\$\{"}
 
 def _yaml_kind(value: object) -> str | None:
     """Name the YAML type of a value that is not text, for messages that tell the user to quote it."""
+    if isinstance(value, date):
+        return "date"
     if isinstance(value, bool):
         return "boolean"
     if isinstance(value, int | float):
@@ -54,7 +57,8 @@ def _text(value: object) -> object:
     """Refuse numbers and booleans where text is expected, instead of silently turning ``2.30`` into ``"2.3"``."""
     kind = _yaml_kind(value)
     if kind is not None and kind != "null":
-        raise ValueError(f"{value!r} is a YAML {kind}; quote it to make it text: \"{value}\"")
+        shown = value.isoformat() if isinstance(value, date) else value
+        raise ValueError(f'{shown} is a YAML {kind}; quote it to make it text: "{shown}"')
     return value
 
 
@@ -258,9 +262,9 @@ class TtlCheck(_CheckOptions):
 
     @model_validator(mode="after")
     def _heartbeat_faster_than_ttl(self) -> TtlCheck:
-        if self.heartbeat is not None and self.heartbeat.every is not None:
-            if parse_duration(self.heartbeat.every) >= parse_duration(self.ttl):
-                raise ValueError(f"heartbeat.every ({self.heartbeat.every}) must be shorter than the ttl ({self.ttl})")
+        every = self.heartbeat.every if self.heartbeat is not None else None
+        if every is not None and parse_duration(every) >= parse_duration(self.ttl):
+            raise ValueError(f"heartbeat.every ({every}) must be shorter than the ttl ({self.ttl})")
         return self
 
 

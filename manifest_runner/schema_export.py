@@ -11,6 +11,7 @@ from typing import Any
 
 from manifest_runner.schema import Manifest
 
+
 def manifest_json_schema() -> dict[str, Any]:
     schema = Manifest.model_json_schema(mode="validation")
     return {

@@ -106,7 +106,7 @@ class ConsulSettings(BaseSettings):
             if not path:
                 raise SettingsError(f"CONSUL_HTTP_ADDR {raw!r}: a unix address needs a socket path")
             return Endpoint("unix", socket_path=path)
-        scheme = "https" if ssl else "http"
+        scheme: Literal["http", "https"] = "https" if ssl else "http"
         rest = raw
         if "://" in raw:
             given_scheme, rest = raw.split("://", 1)

@@ -1,0 +1,78 @@
+"""Fixtures shared by every test: real Consul agents on loopback, started by the suite itself.
+
+- ``consul``: one dev agent for the session (per xdist worker); tests isolate themselves by unique names.
+- ``fresh_consul``: a dev agent of the test's own, for tests that kill or restart it.
+- ``consul_acl``: a dev agent with ACLs on, ``default_policy = "deny"`` and the management token ``ACL_TOKEN``.
+- ``consul_wan``: two dev agents in datacenters dc1 and dc2, joined over the WAN.
+
+The binary is ``$CONSUL_BIN`` or ``consul`` on PATH (``scripts/get-consul`` fetches one). Without it, tests that
+need Consul are skipped on a developer's machine and **fail** when ``CI=true``.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from manifest_runner.devagent import DevAgent, find_consul_binary
+
+ACL_TOKEN = "3c1a6f6e-6d3f-4c1e-9a57-000000000001"
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
+
+
+@pytest.fixture(scope="session")
+def consul_binary() -> str:
+    binary = find_consul_binary()
+    if binary is None:
+        message = "no consul binary: set CONSUL_BIN or put consul on PATH (scripts/get-consul fetches one)"
+        if in_ci():
+            pytest.fail(f"CI=true and {message}")
+        pytest.skip(message)
+    return binary
+
+
+@pytest.fixture(scope="session")
+def consul(consul_binary: str) -> Iterator[DevAgent]:
+    with DevAgent(consul_binary) as agent:
+        yield agent
+
+
+@pytest.fixture
+def fresh_consul(consul_binary: str) -> Iterator[DevAgent]:
+    with DevAgent(consul_binary) as agent:
+        yield agent
+
+
+@pytest.fixture(scope="session")
+def consul_acl(consul_binary: str) -> Iterator[DevAgent]:
+    with DevAgent(consul_binary, management_token=ACL_TOKEN) as agent:
+        yield agent
+
+
+@pytest.fixture(scope="session")
+def consul_wan(consul_binary: str) -> Iterator[tuple[DevAgent, DevAgent]]:
+    with DevAgent(consul_binary, datacenter="dc1") as dc1, DevAgent(consul_binary, datacenter="dc2") as dc2:
+        dc1.join_wan(dc2)
+        yield dc1, dc2
+
+
+@pytest.fixture
+def unique() -> str:
+    """A short suffix that keeps one test's services, keys and owners apart from every other test's."""
+    return uuid.uuid4().hex[:8]
+
+
+@pytest.fixture
+def consul_env(consul: DevAgent, monkeypatch: pytest.MonkeyPatch) -> DevAgent:
+    """The session agent, with CONSUL_HTTP_ADDR pointing at it and no other CONSUL_* variable set."""
+    for name in list(os.environ):
+        if name.startswith("CONSUL_") and name != "CONSUL_BIN":
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("CONSUL_HTTP_ADDR", consul.http_addr)
+    return consul

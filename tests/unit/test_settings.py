@@ -1,0 +1,95 @@
+"""Connection settings follow Consul's environment contract, flag > environment > default; tokens never print."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from manifest_runner.errors import SettingsError
+from manifest_runner.settings import ConsulSettings, Endpoint
+
+CANARY = "canary-token-5d41402abc4b2a76"
+
+
+def settings(flags: dict[str, object] | None = None, **env: str) -> ConsulSettings:
+    return ConsulSettings.from_sources(flags, env)
+
+
+@pytest.mark.parametrize(
+    ("addr", "ssl", "endpoint"),
+    [
+        ("127.0.0.1:8500", None, Endpoint("http", "127.0.0.1", 8500)),
+        ("http://consul.local:8501", None, Endpoint("http", "consul.local", 8501)),
+        ("https://consul.local", None, Endpoint("https", "consul.local", 443)),
+        ("consul.local:8501", "true", Endpoint("https", "consul.local", 8501)),
+        ("http://consul.local:8501", "true", Endpoint("https", "consul.local", 8501)),
+        ("https://consul.local:8501", "false", Endpoint("https", "consul.local", 8501)),
+        ("unix:///var/run/consul.sock", None, Endpoint("unix", socket_path="/var/run/consul.sock")),
+        ("[::1]:8500", None, Endpoint("http", "::1", 8500)),
+    ],
+)
+def test_addresses_like_consuls_own_client(addr: str, ssl: str | None, endpoint: Endpoint) -> None:
+    env = {"CONSUL_HTTP_ADDR": addr, **({"CONSUL_HTTP_SSL": ssl} if ssl else {})}
+    assert settings(**env).endpoint() == endpoint
+
+
+@pytest.mark.parametrize("addr", ["ftp://x:1", "unix://", "host:notaport", "http://h:1/path"])
+def test_bad_addresses_are_settings_errors(addr: str) -> None:
+    with pytest.raises(SettingsError, match="CONSUL_HTTP_ADDR"):
+        settings(CONSUL_HTTP_ADDR=addr).endpoint()
+
+
+def test_default_address() -> None:
+    assert settings().endpoint().url == "http://127.0.0.1:8500"
+
+
+def test_flags_beat_the_environment() -> None:
+    s = settings({"http_addr": "10.0.0.1:1", "datacenter": None}, CONSUL_HTTP_ADDR="10.0.0.2:2", CONSUL_DATACENTER="x")
+    assert s.http_addr == "10.0.0.1:1"
+    assert s.datacenter == "x"
+
+
+def test_token_file_wins_over_token_at_the_same_level(tmp_path: Path) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text(f"  {CANARY}-file\n")
+    s = settings(CONSUL_HTTP_TOKEN=CANARY, CONSUL_HTTP_TOKEN_FILE=str(token_file))
+    assert s.resolved_token() == f"{CANARY}-file"
+
+
+def test_a_token_flag_beats_a_token_file_in_the_environment(tmp_path: Path) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text("from-file")
+    s = settings({"token": "from-flag"}, CONSUL_HTTP_TOKEN_FILE=str(token_file))
+    assert s.resolved_token() == "from-flag"
+
+
+def test_an_unreadable_token_file_is_a_settings_error_without_the_token(tmp_path: Path) -> None:
+    s = settings(CONSUL_HTTP_TOKEN=CANARY, CONSUL_HTTP_TOKEN_FILE=str(tmp_path / "missing"))
+    with pytest.raises(SettingsError, match="cannot read the token file") as info:
+        s.resolved_token()
+    assert CANARY not in str(info.value)
+
+
+def test_tokens_never_print() -> None:
+    s = settings(CONSUL_HTTP_TOKEN=CANARY)
+    for text in (str(s), repr(s), s.model_dump_json(), str(s.model_dump())):
+        assert CANARY not in text
+    assert s.resolved_token() == CANARY
+
+
+def test_tls_settings() -> None:
+    s = settings(
+        CONSUL_CACERT="/ca.pem", CONSUL_CLIENT_CERT="/c.pem", CONSUL_CLIENT_KEY="/k.pem", CONSUL_HTTP_SSL_VERIFY="0"
+    )
+    assert s.verify() is False
+    assert s.client_certificate() == ("/c.pem", "/k.pem")
+    assert settings(CONSUL_CACERT="/ca.pem").verify() == "/ca.pem"
+    assert settings(CONSUL_CAPATH="/cas").verify() == "/cas"
+
+
+def test_invalid_values_are_settings_errors_naming_the_variable() -> None:
+    with pytest.raises(SettingsError, match="CONSUL_MANIFEST_TIMEOUT"):
+        settings(CONSUL_MANIFEST_TIMEOUT="-1")
+    with pytest.raises(SettingsError, match="CONSUL_HTTP_SSL_VERIFY"):
+        settings(CONSUL_HTTP_SSL_VERIFY="maybe")
