@@ -1,0 +1,121 @@
+"""Sessions and locks: one applier per owner at a time, and the distributed locks of ``ConsulRegistry``.
+
+A lock is a KV key acquired with a session (``PUT /v1/kv/<key>?acquire=<session>``). The session has a TTL and is
+renewed from a background thread while the lock is held; if the holder dies, Consul invalidates the session within
+about 2 x TTL and the key is free again after the session's lock-delay. Waiting uses blocking queries on the key, so
+a waiter wakes as soon as the holder releases, without polling.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from types import TracebackType
+
+from manifest_runner.consul.client import ConsulClient
+from manifest_runner.durations import format_duration
+from manifest_runner.errors import ConsulError, LockTimeout
+
+
+@dataclass
+class Lock:
+    """A Consul lock on ``key``. ``with Lock(client, key, timeout=30):`` blocks until held or raises LockTimeout.
+
+    ``timeout=0`` tries once (non-blocking): use :meth:`acquire` and check its result.
+    """
+
+    client: ConsulClient
+    key: str
+    timeout: float = 30.0
+    ttl: float = 15.0
+    lock_delay: float = 1.0
+    name: str = "consul-manifest lock"
+    session_id: str | None = field(default=None, init=False)
+    acquired_at: float | None = field(default=None, init=False)
+    released_at: float | None = field(default=None, init=False)
+    _stop: threading.Event = field(default_factory=threading.Event, init=False, repr=False)
+    _renewer: threading.Thread | None = field(default=None, init=False, repr=False)
+    lost: threading.Event = field(default_factory=threading.Event, init=False, repr=False)
+    """Set when a renewal failed: the session may be gone, and with it the lock."""
+
+    @property
+    def held(self) -> bool:
+        return self.acquired_at is not None and self.released_at is None and not self.lost.is_set()
+
+    def acquire(self) -> bool:
+        """Try until ``timeout``; True when held. The session is created on the first call."""
+        if self.session_id is None:
+            self.session_id = self.client.session_create(
+                self.name, format_duration(max(10.0, self.ttl)), lock_delay=format_duration(self.lock_delay)
+            )
+        holder = json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "since": time.time()}).encode()
+        deadline = time.monotonic() + self.timeout
+        index = 0
+        while True:
+            if self.client.kv_put(self.key, holder, acquire=self.session_id):
+                self.acquired_at = time.time()
+                self.released_at = None
+                self._start_renewing()
+                return True
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            # Held by another: wait on the key with a blocking query (woken when it changes), never past the
+            # deadline. Free but refused: the previous holder's lock-delay is running; retry shortly.
+            wait = f"{max(1, min(int(remaining) + 1, 60))}s"
+            new_index, entries = self.client.kv_get(self.key, index=index or None, wait=wait)
+            if entries and entries[0].get("Session"):
+                index = new_index if new_index >= index else 0
+            else:
+                index = 0
+                time.sleep(min(0.1, max(0.0, deadline - time.monotonic())))
+
+    def release(self) -> None:
+        self._stop.set()
+        if self._renewer is not None:
+            self._renewer.join(timeout=5)
+            self._renewer = None
+        session, self.session_id = self.session_id, None
+        if session is None:
+            return
+        try:
+            if self.acquired_at is not None and self.released_at is None:
+                self.client.kv_put(self.key, b"", release=session)
+        finally:
+            self.released_at = time.time()
+            with contextlib.suppress(ConsulError):  # the session expires by itself within its TTL
+                self.client.session_destroy(session)
+
+    def _start_renewing(self) -> None:
+        self._stop.clear()
+        self.lost.clear()
+        session = self.session_id
+
+        def renew() -> None:
+            while not self._stop.wait(self.ttl / 2):
+                try:
+                    if session is None or not self.client.session_renew(session):
+                        self.lost.set()
+                        return
+                except ConsulError:
+                    self.lost.set()
+                    return
+
+        self._renewer = threading.Thread(target=renew, name=f"renew {self.key}", daemon=True)
+        self._renewer.start()
+
+    def __enter__(self) -> Lock:
+        if not self.acquire():
+            self.release()
+            raise LockTimeout(f"could not acquire the lock {self.key!r} within {self.timeout:g}s (held by another)")
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.release()
