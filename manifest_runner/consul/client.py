@@ -227,17 +227,23 @@ class _HTTPClient(consul.std.HTTPClient):  # type: ignore[misc]
         self.session.close()
 
 
+_CLIENT_CERT_ALERTS = ("BAD_CERTIFICATE", "CERTIFICATE_REQUIRED", "UNKNOWN_CA", "HANDSHAKE_FAILURE")
+
+
 def _reason(err: Exception) -> str:
-    """The innermost useful reason of a requests/urllib3 error, without URLs or headers."""
+    """The innermost useful reason of a requests/urllib3 error, without URLs or headers, with a hint."""
     text = str(err)
-    for pattern in (
-        r"\[Errno -?\d+\] ([^'\")\]]+)",
-        r"\[SSL: [A-Z_]+\] ([^(')]+)",
-        r"(certificate verify failed[^')]*)",
-        r"(hostname '[^']+' doesn't match[^')]*)",
-        r"(Connection refused)",
-        r"(timed out)",
-    ):
+    hostname = re.search(r"hostname '([^']+)' doesn't match (?:either of )?(.+?)\"?\)", text)
+    if hostname:
+        return f"the certificate is not for {hostname.group(1)!r} (it names {hostname.group(2)}); see CONSUL_TLS_SERVER_NAME"
+    verify = re.search(r"certificate verify failed: ([^(')]+)", text)
+    if verify:
+        return f"certificate verify failed: {verify.group(1).strip()}; see CONSUL_CACERT / CONSUL_CAPATH"
+    alert = re.search(r"\[SSL: ([A-Z0-9_]+)\] ([^(']+)", text)
+    if alert:
+        hint = "; the server wants a client certificate it trusts (CONSUL_CLIENT_CERT, CONSUL_CLIENT_KEY)"
+        return alert.group(2).strip() + (hint if any(a in alert.group(1) for a in _CLIENT_CERT_ALERTS) else "")
+    for pattern in (r"\[Errno -?\d+\] ([^'\")\]]+)", r"(Connection refused)", r"(timed out)"):
         match = re.search(pattern, text)
         if match:
             return match.group(1).strip()
