@@ -12,18 +12,21 @@ On the first failure, the rest is skipped; the report says what was done, what f
 from __future__ import annotations
 
 import base64
+import uuid
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from manifest_runner.consul.client import TXN_BODY_LIMIT, ConsulClient, TxnFailed, TxnTooLarge, txn_op_size
-from manifest_runner.consul.observe import record_key
+from manifest_runner.consul.observe import journal_prefix, record_key
 from manifest_runner.errors import ConsulError
 from manifest_runner.plan import Action, Plan
-from manifest_runner.state import OwnershipRecord
+from manifest_runner.state import OwnershipRecord, journal_entry
 
 Status = Literal["done", "failed", "skipped"]
 BODY_BUDGET = int(TXN_BODY_LIMIT * 0.9)
+PARALLEL_TRANSACTIONS = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,18 +105,31 @@ def kv_op(action: Action) -> dict[str, Any]:
     }
 
 
-def kv_batches(actions: Sequence[Action], op_limit: int, body_budget: int = BODY_BUDGET) -> list[list[Action]]:
-    """Split KV actions into transactions of at most ``op_limit - 1`` operations (one slot is kept for the
-    ownership record) and ``body_budget`` bytes. Pure; order kept."""
+def _op_size(action: Action) -> int:
+    return txn_op_size(action.target, len(action.entry.value) if action.entry else 0)
+
+
+def kv_batches(
+    actions: Sequence[Action], op_limit: int, body_budget: int = BODY_BUDGET, last_reserve: int = 0
+) -> list[list[Action]]:
+    """Split KV actions into transactions (pure; order kept).
+
+    Each transaction keeps one operation slot for its journal entry, the last keeps two (the record and the
+    journal's removal) and ``last_reserve`` bytes of body for the record. Sizes are upper bounds."""
     batches: list[list[Action]] = [[]]
-    size = 0
+    sizes = [0]
     for action in actions:
-        op_size = txn_op_size(kv_op(action))
-        if batches[-1] and (len(batches[-1]) >= op_limit - 1 or size + op_size > body_budget):
+        size = _op_size(action)
+        if batches[-1] and (len(batches[-1]) >= op_limit - 1 or sizes[-1] + size > body_budget):
             batches.append([])
-            size = 0
+            sizes.append(0)
         batches[-1].append(action)
-        size += op_size
+        sizes[-1] += size
+    while len(batches[-1]) > 1 and (len(batches[-1]) > op_limit - 2 or sizes[-1] + last_reserve > body_budget):
+        moved = batches[-1].pop()
+        sizes[-1] -= _op_size(moved)
+        batches.append([moved])
+        sizes.append(_op_size(moved))
     return batches
 
 
@@ -162,50 +178,134 @@ class _StepFailed(Exception):
 
 
 def _apply_kv(client: ConsulClient, plan: Plan, actions: list[Action], done: Callable[[Action], None]) -> None:
-    owned: dict[str, int] = dict(plan.record_before.keys) if plan.record_before else {}
+    """KV actions in transactions; each claims (or releases) its keys in the same transaction: a journal entry in
+    all but the last, the rewritten record in the last (which also removes the journal). The journal makes the
+    transactions before the last independent of each other, so up to PARALLEL_TRANSACTIONS run at once (Consul
+    commits concurrent transactions together); the last one runs after all of them succeeded."""
+    before = plan.record_before
+    owned: dict[str, int] = dict(before.keys) if before else {}
     for key in plan.forgotten:
         owned.pop(key, None)
-    record_index = plan.record_before.modify_index if plan.record_before else 0
-    key = record_key(plan.owner)
-    queue = kv_batches(actions, client.op_limit())
-    if not queue[-1] and not plan.record_changes:
-        return
-    while queue:
-        batch = queue.pop(0)
-        created = frozenset(a.target for a in batch if a.op == "create")
-        after = dict(owned)
-        for action in batch:
-            if action.op == "create":
-                after[action.target] = 0
-            elif action.op == "delete":
-                after.pop(action.target, None)
-        ops = [kv_op(a) for a in batch]
-        last = not queue
-        if after or not last:
-            content = OwnershipRecord(plan.owner, after).encode(created_now=created)
-            ops.append({"KV": {"Verb": "cas", "Key": key, "Value": _b64(content), "Index": record_index}})
-        elif record_index:
-            ops.append({"KV": {"Verb": "delete-cas", "Key": key, "Index": record_index}})
+    record_index = before.modify_index if before else 0
+    journal = before.journals if before else 0
+    record_size = 120 + sum(len(k) * 6 + 24 for k in {*owned, *(a.target for a in actions)})
+    *middle, last = kv_batches(actions, client.op_limit(), last_reserve=record_size)
+    if middle:
+        created, written = _journalled(client, plan.owner, middle, done)
+        journal += written
+        for batch in middle:
+            owned = _owned_after(owned, batch)
+        owned.update(created)
+    while True:
+        after = _owned_after(owned, last)
+        ops = [kv_op(a) for a in last] + _record_ops(plan.owner, after, last, record_index, journal_left=journal > 0)
         if not ops:
-            continue
+            break
         try:
-            results = client.txn(ops)
-        except TxnTooLarge as err:
-            queue = kv_batches(batch, err.limit) + queue
-            continue
-        except TxnFailed as err:
-            culprits = [batch[i] for i, _ in err.errors if 0 <= i < len(batch)] or batch
-            raise _StepFailed(err, culprits) from None
-        except ConsulError as err:
-            raise _StepFailed(err, batch) from None
-        indexes = {r["KV"]["Key"]: r["KV"] for r in results if "KV" in r}
-        record_index = int(indexes.get(key, {}).get("ModifyIndex", 0))
-        for action in batch:
-            if action.op == "create":
-                after[action.target] = int(indexes.get(action.target, {}).get("CreateIndex", record_index))
-        owned = after
-        for action in batch:
-            done(action)
+            _transaction(client, last, ops)
+            break
+        except _StepFailed as failure:
+            if not isinstance(failure.cause, TxnTooLarge):
+                raise
+            # the server takes fewer operations than its version suggested: journal these too, then the record
+            created, written = _journalled(client, plan.owner, kv_batches(last, failure.cause.limit + 1), done)
+            journal += written
+            owned = _owned_after(owned, last) | created
+            last = []
+    for action in last:
+        done(action)
+
+
+def _transaction(client: ConsulClient, batch: list[Action], ops: list[dict[str, Any]]) -> dict[str, int]:
+    """One transaction; returns the create index of each key it created. Failures name the actions concerned."""
+    try:
+        results = client.txn(ops)
+    except TxnFailed as err:
+        culprits = [batch[i] for i, _ in err.errors if 0 <= i < len(batch)] or batch
+        raise _StepFailed(err, culprits) from None
+    except ConsulError as err:
+        raise _StepFailed(err, batch) from None
+    creates = {a.target for a in batch if a.op == "create"}
+    return {r["KV"]["Key"]: int(r["KV"]["CreateIndex"]) for r in results if "KV" in r and r["KV"]["Key"] in creates}
+
+
+def _journal_one(client: ConsulClient, owner: str, batch: list[Action]) -> tuple[dict[str, int], int]:
+    """A batch with its journal entry; split further if the server's op limit is lower than assumed. Returns the
+    create indexes and how many journal entries were written."""
+    created = [a.target for a in batch if a.op == "create"]
+    deleted = [a.target for a in batch if a.op == "delete"]
+    name = f"{journal_prefix(owner)}{uuid.uuid4().hex}"
+    entry = {"KV": {"Verb": "cas", "Key": name, "Value": _b64(journal_entry(created, deleted)), "Index": 0}}
+    try:
+        return _transaction(client, batch, [*(kv_op(a) for a in batch), entry]), 1
+    except _StepFailed as failure:
+        if not isinstance(failure.cause, TxnTooLarge):
+            raise
+        limit = failure.cause.limit
+    indexes: dict[str, int] = {}
+    entries = 0
+    for part in kv_batches(batch, limit + 1):  # +1: no slot is needed for a record here
+        part_indexes, part_entries = _journal_one(client, owner, part)
+        indexes.update(part_indexes)
+        entries += part_entries
+    return indexes, entries
+
+
+def _journalled(
+    client: ConsulClient, owner: str, batches: list[list[Action]], done: Callable[[Action], None]
+) -> tuple[dict[str, int], int]:
+    """Every batch but the last, up to PARALLEL_TRANSACTIONS at a time. On a failure, batches not yet started are
+    cancelled (reported as skipped); what succeeded stays claimed in the journal."""
+    created: dict[str, int] = {}
+    entries = 0
+    failure: _StepFailed | None = None
+    with ThreadPoolExecutor(max_workers=min(PARALLEL_TRANSACTIONS, len(batches))) as pool:
+        futures = [pool.submit(_journal_one, client, owner, batch) for batch in batches]
+        for batch, future in zip(batches, futures, strict=True):
+            if future.cancelled():
+                continue
+            try:
+                indexes, written = future.result()
+            except _StepFailed as err:
+                failure = failure or err
+                for pending in futures:
+                    pending.cancel()
+                continue
+            created.update(indexes)
+            entries += written
+            for action in batch:
+                done(action)
+    if failure is not None:
+        raise failure
+    return created, entries
+
+
+def _owned_after(owned: dict[str, int], batch: list[Action]) -> dict[str, int]:
+    after = dict(owned)
+    for action in batch:
+        if action.op == "create":
+            after[action.target] = 0
+        elif action.op == "delete":
+            after.pop(action.target, None)
+    return after
+
+
+def _record_ops(
+    owner: str, after: dict[str, int], batch: list[Action], record_index: int, *, journal_left: bool
+) -> list[dict[str, Any]]:
+    """The last transaction's bookkeeping: the record rewritten with compare-and-set (deleted when the owner is
+    left with no key), and the journal removed."""
+    key = record_key(owner)
+    ops: list[dict[str, Any]] = []
+    if after:
+        created = frozenset(a.target for a in batch if a.op == "create")
+        content = OwnershipRecord(owner, after).encode(created_now=created)
+        ops.append({"KV": {"Verb": "cas", "Key": key, "Value": _b64(content), "Index": record_index}})
+    elif record_index:
+        ops.append({"KV": {"Verb": "delete-cas", "Key": key, "Index": record_index}})
+    if journal_left:
+        ops.append({"KV": {"Verb": "delete-tree", "Key": journal_prefix(owner)}})
+    return ops
 
 
 def _apply_service(client: ConsulClient, action: Action) -> None:

@@ -212,12 +212,9 @@ def _converge_command(
     lock_timeout: float,
     connection: dict[str, Any],
 ) -> None:
-    import json
-
+    """apply and destroy: validate everything, then converge each owner in turn; exit with the documented code."""
     from manifest_runner.errors import ManifestRunnerError
     from manifest_runner.plan import PlanPolicy
-    from manifest_runner.planview import plan_lines, plans_json
-    from manifest_runner.reconcile import converge, make_plan
 
     manifest_set = load_or_exit(paths)
     client = client_or_exit(connection)
@@ -226,49 +223,58 @@ def _converge_command(
     say = printer.line if output == "text" else (lambda _text: None)
     try:
         if dry_run:
-            plans = [make_plan(client, d, policy) for d in desired_states(manifest_set)]
-            if output == "json":
-                click.echo(plans_json(plans))
-            else:
-                for one in plans:
-                    for line in plan_lines(one):
-                        say(line)
-                say("dry run: nothing was applied")
-            sys.exit(EXIT_FAILED if any(p.conflicts for p in plans) else EXIT_OK)
-        outcomes = []
-        for desired in desired_states(manifest_set):
-            outcome = converge(
-                client, desired, policy, lock_timeout=lock_timeout, on_result=lambda r: say("  " + r.line())
-            )
-            outcomes.append(outcome)
-            report = outcome.report
-            if outcome.plan.conflicts and report is None:
-                for line in plan_lines(outcome.plan):
-                    say(line)
-                say(f"{desired.owner}: not applied: {len(outcome.plan.conflicts)} conflicts")
-            elif report is None:
-                say(f"{desired.owner}: no changes")
-            else:
-                for result in report.results:
-                    if result.status != "done":
-                        say("  " + result.line())
-                say(report.summary())
+            _dry_run(client, desired_states(manifest_set), policy, output, say)
+        outcomes = [
+            _converge_one(client, desired, policy, lock_timeout, say) for desired in desired_states(manifest_set)
+        ]
     except ManifestRunnerError as err:
         fail(err)
     if output == "json":
-        click.echo(
-            json.dumps(
-                [{"plan": o.plan.to_json(), "report": o.report.to_json() if o.report else None} for o in outcomes],
-                indent=2,
-                default=str,
-            )
-        )
+        import json
+
+        documents = [{"plan": o.plan.to_json(), "report": o.report.to_json() if o.report else None} for o in outcomes]
+        click.echo(json.dumps(documents, indent=2, default=str))
     errors = [o.report.error for o in outcomes if o.report is not None and o.report.error is not None]
     if errors:
         click.echo(f"error: {errors[0]}", err=True)
         sys.exit(exit_code_for(errors[0]))
     if not all(o.ok for o in outcomes):
         sys.exit(EXIT_FAILED)
+
+
+def _dry_run(client: Any, desired: list[Any], policy: Any, output: str, say: Callable[[str], None]) -> NoReturn:
+    from manifest_runner.planview import plan_lines, plans_json
+    from manifest_runner.reconcile import make_plan
+
+    plans = [make_plan(client, d, policy) for d in desired]
+    if output == "json":
+        click.echo(plans_json(plans))
+    else:
+        for one in plans:
+            for line in plan_lines(one):
+                say(line)
+        say("dry run: nothing was applied")
+    sys.exit(EXIT_FAILED if any(p.conflicts for p in plans) else EXIT_OK)
+
+
+def _converge_one(client: Any, desired: Any, policy: Any, lock_timeout: float, say: Callable[[str], None]) -> Any:
+    from manifest_runner.planview import plan_lines
+    from manifest_runner.reconcile import converge
+
+    outcome = converge(client, desired, policy, lock_timeout=lock_timeout, on_result=lambda r: say("  " + r.line()))
+    report = outcome.report
+    if outcome.plan.conflicts and report is None:
+        for line in plan_lines(outcome.plan):
+            say(line)
+        say(f"{desired.owner}: not applied: {len(outcome.plan.conflicts)} conflicts")
+    elif report is None:
+        say(f"{desired.owner}: no changes")
+    else:
+        for result in report.results:
+            if result.status != "done":
+                say("  " + result.line())
+        say(report.summary())
+    return outcome
 
 
 @cli.command()

@@ -83,8 +83,10 @@ class Plan:
 
     @property
     def record_changes(self) -> bool:
-        before = set(self.record_before.keys) if self.record_before else set()
-        return before != set(self.record_after)
+        """Whether the record must be rewritten: its keys change, or a journal is left to consolidate."""
+        if self.record_before is None:
+            return bool(self.record_after)
+        return set(self.record_before.keys) != set(self.record_after) or self.record_before.journals > 0
 
     @property
     def has_changes(self) -> bool:
@@ -244,9 +246,9 @@ def _ordered(actions: list[Action]) -> list[Action]:
 def _shown(entry: KVEntry) -> Any:
     """A KV value as the plan shows it: decoded with its type, truncated when long."""
     value = kvcodec.decode(entry.value, entry.flags)
-    text = value if isinstance(value, str) else json.dumps(value)
     if value is None:
         return f"<{len(entry.value)} bytes of binary>"
-    if len(text) > 200:
-        return text[:197] + "..."
-    return value
+    if len(entry.value) <= 200:
+        return value
+    text = value if isinstance(value, str) else json.dumps(value)
+    return text[:197] + "..." if len(text) > 200 else value

@@ -16,7 +16,7 @@ from manifest_runner.consul.client import ConsulClient, TxnFailed
 from manifest_runner.consul.lock import Lock
 from manifest_runner.consul.observe import lock_key, observe
 from manifest_runner.plan import DEFAULT_POLICY, Plan, PlanPolicy, plan
-from manifest_runner.state import DesiredState
+from manifest_runner.state import DesiredState, ObservedState
 
 
 @dataclass
@@ -37,6 +37,16 @@ def make_plan(client: ConsulClient, desired: DesiredState, policy: PlanPolicy) -
     return plan(desired, observe(client, desired), policy)
 
 
+def _replan(
+    client: ConsulClient, desired: DesiredState, policy: PlanPolicy, previous: tuple[ObservedState, Plan]
+) -> tuple[ObservedState, Plan]:
+    """Observe again; plan again only if Consul changed since ``previous`` (planning 2,000 keys costs ~10 ms)."""
+    observed = observe(client, desired)
+    if observed == previous[0]:
+        return observed, previous[1]
+    return observed, plan(desired, observed, policy)
+
+
 def converge(
     client: ConsulClient,
     desired: DesiredState,
@@ -46,16 +56,19 @@ def converge(
     attempts: int = 3,
     on_result: Callable[[ActionResult], None] | None = None,
 ) -> Outcome:
-    first = make_plan(client, desired, policy)
+    first_observed = observe(client, desired)
+    first = plan(desired, first_observed, policy)
     if not first.has_changes or first.conflicts:
         return Outcome(first)
+    latest = (first_observed, first)
     with Lock(
         client, lock_key(desired.owner), timeout=lock_timeout, name=f"consul-manifest apply {desired.owner}"
     ) as lock:
         report = ApplyReport(owner=desired.owner)
         done_before: list[ActionResult] = []
         for attempt in range(1, attempts + 1):
-            current = make_plan(client, desired, policy)
+            latest = _replan(client, desired, policy, latest)
+            current = latest[1]
             if current.conflicts:
                 return Outcome(current)
             if not current.has_changes:

@@ -235,7 +235,8 @@ def _reason(err: Exception) -> str:
     text = str(err)
     hostname = re.search(r"hostname '([^']+)' doesn't match (?:either of )?(.+?)\"?\)", text)
     if hostname:
-        return f"the certificate is not for {hostname.group(1)!r} (it names {hostname.group(2)}); see CONSUL_TLS_SERVER_NAME"
+        names = hostname.group(2)
+        return f"the certificate is not for {hostname.group(1)!r} (it names {names}); see CONSUL_TLS_SERVER_NAME"
     verify = re.search(r"certificate verify failed: ([^(')]+)", text)
     if verify:
         return f"certificate verify failed: {verify.group(1).strip()}; see CONSUL_CACERT / CONSUL_CAPATH"
@@ -535,6 +536,7 @@ def _decoded(entry: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def txn_op_size(op: Mapping[str, Any]) -> int:
-    """The bytes one operation adds to a transaction's body (values travel base64-encoded)."""
-    return len(json.dumps(op)) + 2
+def txn_op_size(key: str, value_length: int) -> int:
+    """The bytes one KV operation adds to a transaction's body, at most: JSON framing (verb, flags, index), the key
+    (escaped, up to 6 bytes a character) and the value, base64-encoded."""
+    return 120 + 6 * len(key) + 4 * ((value_length + 2) // 3)

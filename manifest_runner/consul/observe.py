@@ -20,6 +20,10 @@ def record_key(owner: str) -> str:
     return f"{STATE_PREFIX}owners/{owner}"
 
 
+def journal_prefix(owner: str) -> str:
+    return f"{record_key(owner)}.journal/"
+
+
 def lock_key(owner: str) -> str:
     return f"{STATE_PREFIX}locks/{owner}"
 
@@ -37,19 +41,31 @@ def observe(client: ConsulClient, desired: DesiredState) -> ObservedState:
     own_record = record_key(desired.owner)
     roots = [*desired.kv_roots, own_record]
     entries = {e["Key"]: e for e in client.read_trees(roots)}
-    record_entry = entries.pop(own_record, None)
-    record = (
-        OwnershipRecord.decode(desired.owner, record_entry["Value"], int(record_entry["ModifyIndex"]))
-        if record_entry is not None
-        else None
-    )
+    record = read_record(desired.owner, entries)
     covered = [r for r in roots if r != own_record]
     if record is not None:
         outside = [k for k in record.keys if not any(k.startswith(root) for root in covered)]
         if outside:
             entries.update({e["Key"]: e for e in client.read_trees(kv_roots(outside))})
-    kv = {key: entry_from_consul(entry) for key, entry in entries.items() if key != own_record}
+    kv = {key: entry_from_consul(entry) for key, entry in entries.items() if not key.startswith(STATE_PREFIX)}
     return ObservedState(owner=desired.owner, services=observed_services, kv=kv, record=record)
+
+
+def read_record(owner: str, entries: Mapping[str, Mapping[str, Any]]) -> OwnershipRecord | None:
+    """The owner's record with any journal entries (left by an interrupted apply) merged in order."""
+    entry = entries.get(record_key(owner))
+    prefix = journal_prefix(owner)
+    journal = sorted((e for k, e in entries.items() if k.startswith(prefix)), key=lambda e: int(e["CreateIndex"]))
+    if entry is None and not journal:
+        return None
+    record = (
+        OwnershipRecord.decode(owner, entry["Value"], int(entry["ModifyIndex"]))
+        if entry is not None
+        else OwnershipRecord(owner)
+    )
+    for item in journal:
+        record = record.with_journal(item["Value"], int(item["CreateIndex"]))
+    return record
 
 
 def service_from_agent(payload: Mapping[str, Any]) -> ServiceSpec:

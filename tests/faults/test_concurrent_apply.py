@@ -3,6 +3,7 @@ exactly one of their manifests, never a mix."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import subprocess
@@ -54,7 +55,7 @@ def test_concurrent_applies_of_one_owner_serialise(consul: DevAgent, tmp_path: P
             holds.append((report["lock"]["acquired_at"], report["lock"]["released_at"]))
     holds.sort()
     assert holds, "no apply took the lock"
-    for (_, released), (acquired, _) in zip(holds, holds[1:], strict=False):
+    for (_, released), (acquired, _) in itertools.pairwise(holds):
         assert released <= acquired, f"lock holds overlap: {holds}"
 
     values = {kv_value(consul, f"{owner}/k{j:03d}") for j in range(KEYS)}

@@ -206,6 +206,6 @@ def test_a_unix_socket_address(consul_binary: str, tmp_path: Path) -> None:
         path = write(tmp_path, "m.yaml", MANIFEST.format(owner="unix"))
         result = run_process(f"unix://{sock}", "apply", str(path))
         assert result.returncode == EXIT_OK, result.stderr
-        status, _, services = call(agent, "GET", "/v1/agent/services")
+        _, _, services = call(agent, "GET", "/v1/agent/services")
         assert "unix-127.0.0.1-8080" not in services
         assert any(s["Service"] == "unix" for s in services.values())

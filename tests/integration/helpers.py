@@ -7,12 +7,12 @@ cannot hide itself.
 from __future__ import annotations
 
 import base64
-from http.client import HTTPConnection
 import json
 import os
 import subprocess
 import sys
 import textwrap
+from http.client import HTTPConnection
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote

@@ -125,3 +125,19 @@ def test_mutations_of_a_valid_manifest(data: st.DataObject) -> None:
 
 def test_the_unmutated_example_is_valid() -> None:
     assert parse_manifest(EXAMPLE.encode(), Path("h.yaml"), ENV).owner == "billing"
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.data())
+def test_the_fast_and_the_precise_paths_agree(data: st.DataObject) -> None:
+    """Whatever the libyaml path accepts, the round-trip path accepts as the same manifest."""
+    from manifest_runner.loader import _fast_parse, _precise_parse
+
+    text = EXAMPLE
+    for _ in range(data.draw(st.integers(0, 3))):
+        position = data.draw(st.integers(0, len(text)))
+        snippet = data.draw(st.sampled_from(["\t", " ", "- ", "#", "&a ", "*a", "\n", "'", '"', "~", ": ", "? ", "|"]))
+        text = text[:position] + snippet + text[position + data.draw(st.integers(0, 2)) :]
+    fast = _fast_parse(text, ENV)
+    if fast is not None:
+        assert _precise_parse(text, "h.yaml", ENV) == fast

@@ -1,0 +1,91 @@
+"""An apply cut off halfway (Consul went away between two transactions) loses nothing: every key written so far is
+claimed in the journal, the next apply consolidates it, and prune and destroy still know every key."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from manifest_runner.apply import PARALLEL_TRANSACTIONS
+from manifest_runner.consul.client import ConsulClient
+from manifest_runner.desired import desired_state
+from manifest_runner.devagent import DevAgent
+from manifest_runner.errors import ConsulUnavailable
+from manifest_runner.loader import load_manifests
+from manifest_runner.reconcile import converge
+from manifest_runner.settings import ConsulSettings
+from tests.integration.helpers import call, kv_value, run_cli, write
+
+pytestmark = pytest.mark.consul
+KEYS = 400  # seven transactions on Consul 1.8: six journalled ones and the last
+
+
+class FailingAfter(ConsulClient):
+    """The real client, whose transport gives out after ``writes`` write transactions (a fault we inject into our
+    own code, not a stand-in for Consul: every request that is sent goes to the real agent)."""
+
+    def __init__(self, settings: ConsulSettings, writes: int) -> None:
+        super().__init__(settings)
+        self.left = writes
+        self.guard = threading.Lock()  # transactions run in parallel threads
+
+    def txn(self, ops: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        if any(op["KV"]["Verb"] != "get-tree" for op in ops):
+            with self.guard:
+                if self.left <= 0:
+                    raise ConsulUnavailable("injected: connection lost", operation="PUT /v1/txn")
+                self.left -= 1
+        return super().txn(ops)
+
+
+def test_an_interrupted_apply_is_completed_by_the_next(consul: DevAgent, tmp_path: Path, unique: str) -> None:
+    owner = f"cut-{unique}"
+    body = "\n".join(f"    k{i:03d}: {i}" for i in range(KEYS))
+    path = write(tmp_path, "m.yaml", f"version: 1\nowner: {owner}\nkv:\n  prefix: {owner}/\n  enforce:\n{body}\n")
+    desired = desired_state(owner, [load_manifests([path], {}).manifests[0].manifest])
+    settings = ConsulSettings.from_sources({"http_addr": consul.http_addr}, {})
+
+    outcome = converge(FailingAfter(settings, writes=2), desired)
+    report = outcome.report
+    assert report is not None and not report.ok
+    assert isinstance(report.error, ConsulUnavailable)
+    done = [r.action.target for r in report.results if r.status == "done"]
+    assert 63 <= len(done) <= 63 * PARALLEL_TRANSACTIONS
+    assert report.count("failed") >= 1 and report.count("skipped") >= 1
+    for key in done:
+        assert kv_value(consul, key) is not None
+    _, _, journal = call(consul, "GET", f"/v1/kv/consul-manifest/owners/{owner}.journal/?keys")
+    assert len(journal) == 2
+    assert kv_value(consul, f"consul-manifest/owners/{owner}") is None  # the record comes last
+
+    plan = run_cli(consul, "plan", "--output", "json", str(path))
+    (owner_plan,) = json.loads(plan.output)["owners"]
+    assert owner_plan["counts"]["create"] == KEYS - len(done)  # what the journal claims is known as ours
+
+    assert run_cli(consul, "apply", str(path)).exit_code == 0
+    record = json.loads(kv_value(consul, f"consul-manifest/owners/{owner}") or b"{}")
+    assert len(record["keys"]) == KEYS
+    status, _, _ = call(consul, "GET", f"/v1/kv/consul-manifest/owners/{owner}.journal/?keys")
+    assert status == 404  # consolidated
+
+    assert run_cli(consul, "destroy", "--yes", str(path)).exit_code == 0
+    status, _, _ = call(consul, "GET", f"/v1/kv/{owner}/?keys")
+    assert status == 404
+
+
+def test_a_crash_right_after_the_journal_keeps_prune_exact(consul: DevAgent, tmp_path: Path, unique: str) -> None:
+    owner = f"cut2-{unique}"
+    body = "\n".join(f"    k{i:03d}: {i}" for i in range(KEYS))
+    path = write(tmp_path, "m.yaml", f"version: 1\nowner: {owner}\nkv:\n  prefix: {owner}/\n  enforce:\n{body}\n")
+    desired = desired_state(owner, [load_manifests([path], {}).manifests[0].manifest])
+    settings = ConsulSettings.from_sources({"http_addr": consul.http_addr}, {})
+    converge(FailingAfter(settings, writes=1), desired)
+    write(tmp_path, "m.yaml", f"version: 1\nowner: {owner}\nkv:\n  prefix: {owner}/\n  enforce: {{k000: 0}}\n")
+    result = run_cli(consul, "apply", "--prune", str(path))
+    assert result.exit_code == 0, result.output
+    _, _, keys = call(consul, "GET", f"/v1/kv/{owner}/?keys")
+    assert keys == [f"{owner}/k000"]
