@@ -31,7 +31,7 @@ from manifest_runner.loader import load_manifests
 from manifest_runner.reconcile import converge
 from manifest_runner.settings import ConsulSettings
 
-NAIVE_SCRIPT = '''
+NAIVE_SCRIPT = """
 import json, sys, consul
 spec = json.load(open(sys.argv[1]))
 c = consul.Consul(host="127.0.0.1", port=int(sys.argv[2]))
@@ -40,17 +40,21 @@ for s in spec["services"]:
                              check=consul.Check.ttl("30s"))
 for key, value in spec["kv"].items():
     c.kv.put(key, value)
-'''
+"""
 
 
 def workload(owner: str, services: int, keys: int, prefixes: int) -> tuple[str, dict[str, Any]]:
     """The same workload as a manifest (ours) and as JSON (the naive script's input)."""
-    svc = [{"name": f"{owner}-svc-{i % 20}", "id": f"{owner}-{i}", "port": 10000 + i, "tags": ["bench", f"n{i}"]}
-           for i in range(services)]
+    svc = [
+        {"name": f"{owner}-svc-{i % 20}", "id": f"{owner}-{i}", "port": 10000 + i, "tags": ["bench", f"n{i}"]}
+        for i in range(services)
+    ]
     kv = {f"{owner}-p{i % prefixes}/key-{i:05d}": f"value-{i}" for i in range(keys)}
     lines = ["version: 1", f"owner: {owner}", "services:" if svc else "services: []"]
-    lines += [f"  - {{name: {s['name']}, id: {s['id']}, port: {s['port']}, tags: [bench, n{n}], checks: [{{ttl: 30s}}]}}"
-              for n, s in enumerate(svc)]
+    lines += [
+        f"  - {{name: {s['name']}, id: {s['id']}, port: {s['port']}, tags: [bench, n{n}], checks: [{{ttl: 30s}}]}}"
+        for n, s in enumerate(svc)
+    ]
     lines += ["kv:", "  enforce:"]
     lines += [f"    {k}: {v}" for k, v in kv.items()]
     return "\n".join(lines) + "\n", {"services": svc, "kv": kv}
@@ -75,8 +79,9 @@ def naive_apply(port: int, spec: dict[str, Any]) -> dict[str, int]:
     client = consul.Consul(host="127.0.0.1", port=port)
     counter = Counting(client)
     for s in spec["services"]:
-        client.agent.service.register(s["name"], service_id=s["id"], port=s["port"], tags=s["tags"],
-                                      check=consul.Check.ttl("30s"))
+        client.agent.service.register(
+            s["name"], service_id=s["id"], port=s["port"], tags=s["tags"], check=consul.Check.ttl("30s")
+        )
     for key, value in spec["kv"].items():
         client.kv.put(key, value)
     return counter.counts
@@ -136,8 +141,9 @@ def measure_process(argv: list[str], runs: int, env: dict[str, str]) -> tuple[fl
         start = time.perf_counter()
         subprocess.run(argv, env=env, stdout=subprocess.DEVNULL, check=True)
         times.append(time.perf_counter() - start)
-        wrapped = subprocess.run([sys.executable, "-c", PEAK_WRAPPER, *argv], env=env, capture_output=True,
-                                 text=True, check=True)
+        wrapped = subprocess.run(
+            [sys.executable, "-c", PEAK_WRAPPER, *argv], env=env, capture_output=True, text=True, check=True
+        )
         peaks.append(int(wrapped.stderr.strip().splitlines()[-1]) / 1024)
     return statistics.median(times), max(peaks)
 
@@ -163,8 +169,10 @@ def main() -> None:
         folder = Path(tmp)
         port = agent.ports.http
         version = agent.api("GET", "/v1/agent/self")["Config"]["Version"]
-        print(f"Consul {version} dev agent; {args.services} services with a TTL check, {args.keys} KV keys over "
-              f"{args.prefixes} prefixes; median of {args.runs} runs\n")
+        print(
+            f"Consul {version} dev agent; {args.services} services with a TTL check, {args.keys} KV keys over "
+            f"{args.prefixes} prefixes; median of {args.runs} runs\n"
+        )
 
         text, _ = workload("ours", args.services, args.keys, args.prefixes)
         ours_path = folder / "ours.yaml"
@@ -208,17 +216,20 @@ def main() -> None:
         naive_noop, naive_noop_counts, naive_peak = measure(lambda: naive_apply(port, naive_spec), args.runs)
         show("consul-manifest reconcile (in-process)", noop, noop_counts, noop_peak)
         show("naive re-apply (in-process)", naive_noop, naive_noop_counts, naive_peak)
-        print(f"  ratio: {naive_noop / noop:.1f}x faster; requests {sum(noop_counts.values())} "
-              f"(limit 1 + {args.prefixes} prefixes = {1 + args.prefixes}), writes "
-              f"{sum(v for k, v in noop_counts.items() if k != 'GET')} (one read-only transaction is a PUT)")
+        print(
+            f"  ratio: {naive_noop / noop:.1f}x faster; requests {sum(noop_counts.values())} "
+            f"(limit 1 + {args.prefixes} prefixes = {1 + args.prefixes}), writes "
+            f"{sum(v for k, v in noop_counts.items() if k != 'GET')} (one read-only transaction is a PUT)"
+        )
 
         env = {**os.environ, "CONSUL_HTTP_ADDR": agent.http_addr}
         exe = str(Path(sys.executable).with_name("consul-manifest"))
         script = folder / "naive.py"
         script.write_text(NAIVE_SCRIPT)
         proc, proc_peak = measure_process([exe, "apply", str(ours_path)], args.runs, env)
-        naive_proc, naive_proc_peak = measure_process([sys.executable, str(script), str(naive_json), str(port)],
-                                                      args.runs, env)
+        naive_proc, naive_proc_peak = measure_process(
+            [sys.executable, str(script), str(naive_json), str(port)], args.runs, env
+        )
         print("\nno-op re-apply as a process (interpreter start included):")
         show("consul-manifest apply", proc, None, proc_peak)
         show("python naive.py", naive_proc, None, naive_proc_peak)
