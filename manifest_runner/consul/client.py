@@ -1,4 +1,9 @@
-"""The one adapter to Consul: py-consul, with its gaps filled. The only module that imports the client library.
+"""The one adapter to Consul: typed calls on a light transport, and py-consul with its gaps filled.
+
+The project's own requests go through :mod:`manifest_runner.consul.http` (standard library: it imports in a few
+milliseconds, where py-consul's ``requests`` costs ~150 ms at every start of the command). ``ConsulClient.raw`` is a
+genuine py-consul ``consul.Consul`` bridged onto that same transport (:mod:`manifest_runner.consul.pyconsul`, the
+only module that imports the client library, on first use), so code written for py-consul gets everything below.
 
 What it adds to py-consul:
 
@@ -15,8 +20,6 @@ What it adds to py-consul:
   agent's version and corrected from a 413 answer;
 - a count of requests by kind, for tests ("an unchanged apply writes nothing") and benchmarks.
 
-``ConsulClient.raw`` is a genuine ``consul.Consul`` on the same HTTP layer, so code written for py-consul
-(``registry.consul.agent.check.ttl_pass(...)``) gets all of the above too.
 """
 
 from __future__ import annotations
@@ -24,34 +27,16 @@ from __future__ import annotations
 import base64
 import json
 import re
-import socket
-import threading
-from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
 from typing import Any
 
-import consul
-import consul.std
-import requests
-import urllib3
-from requests.adapters import HTTPAdapter
-from urllib3.connection import HTTPConnection
-from urllib3.connectionpool import HTTPConnectionPool
-
+from manifest_runner.consul.http import Answer, Transport, TransportError
+from manifest_runner.durations import parse_duration
 from manifest_runner.errors import ConsulError, ConsulRefused, ConsulRequestError, ConsulUnavailable
-from manifest_runner.settings import ConsulSettings, Endpoint
+from manifest_runner.settings import ConsulSettings
 
 DEFAULT_WAIT = 300.0
 TXN_BODY_LIMIT = 512 * 1024
-_PASS_THROUGH = {404}
-
-
-@dataclass(frozen=True, slots=True)
-class Response:
-    status: int
-    headers: Mapping[str, str]
-    body: str
 
 
 class TxnFailed(ConsulError):
@@ -71,191 +56,11 @@ class TxnTooLarge(ConsulRequestError):
         super().__init__(message, operation="PUT /v1/txn", status=413)
 
 
-class _UnixConnection(HTTPConnection):
-    def __init__(self, *args: Any, socket_path: str, **kwargs: Any) -> None:
-        self._socket_path = socket_path
-        super().__init__(*args, **kwargs)
-
-    def _new_conn(self) -> socket.socket:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        if isinstance(self.timeout, int | float):
-            sock.settimeout(self.timeout)
-        try:
-            sock.connect(self._socket_path)
-        except OSError as err:
-            sock.close()
-            raise urllib3.exceptions.NewConnectionError(self, f"unix socket {self._socket_path}: {err}") from err
-        return sock
-
-
-class _UnixPool(HTTPConnectionPool):
-    def __init__(self, socket_path: str, **kwargs: Any) -> None:
-        super().__init__("localhost", **kwargs)
-        self._socket_path = socket_path
-
-    def _new_conn(self) -> HTTPConnection:
-        self.num_connections += 1
-        return _UnixConnection(host="localhost", timeout=self.timeout.connect_timeout, socket_path=self._socket_path)
-
-
-class _UnixAdapter(HTTPAdapter):
-    """Sends every request of the session to a unix socket (``CONSUL_HTTP_ADDR=unix:///path``)."""
-
-    def __init__(self, socket_path: str) -> None:
-        self._socket_path = socket_path
-        self._pool: _UnixPool | None = None
-        self._pool_lock = threading.Lock()
-        super().__init__()
-
-    def get_connection_with_tls_context(
-        self, request: Any, verify: Any, proxies: Any = None, cert: Any = None
-    ) -> HTTPConnectionPool:
-        with self._pool_lock:
-            if self._pool is None:
-                self._pool = _UnixPool(self._socket_path, maxsize=10)
-            return self._pool
-
-    def close(self) -> None:
-        if self._pool is not None:
-            self._pool.close()
-        super().close()
-
-
-class _TLSAdapter(HTTPAdapter):
-    """Verifies the server certificate against ``CONSUL_TLS_SERVER_NAME`` and sends it as SNI."""
-
-    def __init__(self, server_name: str) -> None:
-        self._server_name = server_name
-        super().__init__()
-
-    def init_poolmanager(self, connections: int, maxsize: int, block: bool = False, **pool_kwargs: Any) -> None:
-        pool_kwargs["server_hostname"] = self._server_name
-        pool_kwargs["assert_hostname"] = self._server_name
-        super().init_poolmanager(connections, maxsize, block, **pool_kwargs)
-
-
-class _HTTPClient(consul.std.HTTPClient):  # type: ignore[misc]
-    """py-consul's HTTP layer with our transport, timeouts, token header, error mapping and request counting."""
-
-    def __init__(self, endpoint: Endpoint, settings: ConsulSettings, token: str | None) -> None:
-        host = "localhost" if endpoint.scheme == "unix" else endpoint.host
-        scheme = "http" if endpoint.scheme == "unix" else endpoint.scheme
-        super().__init__(
-            host,
-            endpoint.port,
-            scheme,
-            settings.verify(),
-            settings.client_certificate(),
-            connections_timeout=settings.timeout,
-        )
-        self.base_uri = f"{scheme}://{'[' + host + ']' if ':' in host else host}:{endpoint.port}"
-        self.token = token
-        self.display = endpoint.url
-        self.requests: Counter[str] = Counter()
-        self._count_lock = threading.Lock()
-        session: requests.Session = self.session
-        session.trust_env = False  # no proxies or .netrc from the environment: Consul is reached directly
-        if endpoint.socket_path is not None:
-            session.mount("http://", _UnixAdapter(endpoint.socket_path))
-        elif scheme == "https" and settings.tls_server_name:
-            session.mount("https://", _TLSAdapter(settings.tls_server_name))
-
-    def timeout(self, params: Any) -> float | None:
-        values = dict(params or ())
-        base = float(self.connections_timeout)
-        if "index" not in values:
-            return base
-        wait = consul.std.parse_duration(values["wait"]) if "wait" in values else DEFAULT_WAIT
-        return base + wait + wait / 16
-
-    def _send(
-        self,
-        method: str,
-        callback: Callable[[Any], Any],
-        path: str,
-        *,
-        params: Any,
-        headers: Any,
-        data: Any = None,
-        raw: bool = False,
-    ) -> Any:
-        operation = f"{method} {path}"
-        all_headers = dict(headers or {})
-        if self.token and "X-Consul-Token" not in all_headers:
-            all_headers["X-Consul-Token"] = self.token
-        with self._count_lock:
-            self.requests[method] += 1
-        try:
-            response = self.session.request(
-                method,
-                self.uri(path, params),
-                headers=all_headers,
-                data=data,
-                verify=self.verify,
-                cert=self.cert,
-                timeout=self.timeout(params),
-            )
-        except requests.exceptions.SSLError as err:
-            raise ConsulRefused(
-                f"TLS handshake with {self.display} failed: {_reason(err)}", operation=operation
-            ) from None
-        except requests.exceptions.Timeout:
-            raise ConsulUnavailable(
-                f"no answer from {self.display} within {self.timeout(params):g}s", operation=operation
-            ) from None
-        except requests.exceptions.RequestException as err:
-            raise ConsulUnavailable(
-                f"cannot reach Consul at {self.display}: {_reason(err)}", operation=operation
-            ) from None
-        _raise_for_status(response, operation, path)
-        body: Any = response.content if raw else response.content.decode("utf-8", "replace")
-        return callback(consul.base.Response(response.status_code, response.headers, body))
-
-    def get(self, callback: Any, path: str, params: Any = None, headers: Any = None, raw: bool = False) -> Any:
-        return self._send("GET", callback, path, params=params, headers=headers, raw=raw)
-
-    def put(self, callback: Any, path: str, params: Any = None, data: Any = "", headers: Any = None) -> Any:
-        return self._send("PUT", callback, path, params=params, headers=headers, data=data)
-
-    def delete(self, callback: Any, path: str, params: Any = None, data: Any = "", headers: Any = None) -> Any:
-        return self._send("DELETE", callback, path, params=params, headers=headers, data=data)
-
-    def post(self, callback: Any, path: str, params: Any = None, data: Any = "", headers: Any = None) -> Any:
-        return self._send("POST", callback, path, params=params, headers=headers, data=data)
-
-    def close(self) -> None:
-        self.session.close()
-
-
-_CLIENT_CERT_ALERTS = ("BAD_CERTIFICATE", "CERTIFICATE_REQUIRED", "UNKNOWN_CA", "HANDSHAKE_FAILURE")
-
-
-def _reason(err: Exception) -> str:
-    """The innermost useful reason of a requests/urllib3 error, without URLs or headers, with a hint."""
-    text = str(err)
-    hostname = re.search(r"hostname '([^']+)' doesn't match (?:either of )?(.+?)\"?\)", text)
-    if hostname:
-        names = hostname.group(2)
-        return f"the certificate is not for {hostname.group(1)!r} (it names {names}); see CONSUL_TLS_SERVER_NAME"
-    verify = re.search(r"certificate verify failed: ([^(')]+)", text)
-    if verify:
-        return f"certificate verify failed: {verify.group(1).strip()}; see CONSUL_CACERT / CONSUL_CAPATH"
-    alert = re.search(r"\[SSL: ([A-Z0-9_]+)\] ([^(']+)", text)
-    if alert:
-        hint = "; the server wants a client certificate it trusts (CONSUL_CLIENT_CERT, CONSUL_CLIENT_KEY)"
-        return alert.group(2).strip() + (hint if any(a in alert.group(1) for a in _CLIENT_CERT_ALERTS) else "")
-    for pattern in (r"\[Errno -?\d+\] ([^'\")\]]+)", r"(Connection refused)", r"(timed out)"):
-        match = re.search(pattern, text)
-        if match:
-            return match.group(1).strip()
-    return type(err).__name__
-
-
-def _raise_for_status(response: requests.Response, operation: str, path: str) -> None:
-    status = response.status_code
-    if status < 400 or status in _PASS_THROUGH or (status == 409 and path == "/v1/txn"):
+def _raise_for_status(answer: Answer, operation: str, path: str) -> None:
+    status = answer.status
+    if status < 400 or status == 404 or (status == 409 and path == "/v1/txn"):
         return
-    body = response.content.decode("utf-8", "replace").strip()[:300]
+    body = answer.body.decode("utf-8", "replace").strip()[:300]
     if status in (401, 403):
         raise ConsulRefused(
             f"permission denied ({body or 'no reason given'}); check the ACL token's policy",
@@ -270,48 +75,31 @@ def _raise_for_status(response: requests.Response, operation: str, path: str) ->
             raise TxnTooLarge(body, int(match.group(2)))
     if status == 429:
         raise ConsulUnavailable(f"Consul is rate-limiting this client ({body})", operation=operation, status=status)
-    raise ConsulRequestError(body or response.reason or "error", operation=operation, status=status)
+    raise ConsulRequestError(body or answer.reason or "error", operation=operation, status=status)
 
 
-class _PyConsul(consul.std.Consul):  # type: ignore[misc]
-    def __init__(self, endpoint: Endpoint, settings: ConsulSettings, token: str | None) -> None:
-        self._endpoint = endpoint
-        self._settings = settings
-        self._token_value = token
-        super().__init__(
-            host=endpoint.host,
-            port=endpoint.port,
-            token=token,
-            scheme="http",
-            dc=settings.datacenter,
-            verify=settings.verify(),
-            cert=settings.client_certificate(),
-            connections_timeout=settings.timeout,
-        )
-        self.token = token  # py-consul lets CONSUL_HTTP_TOKEN beat an explicit token: our settings decided already
-
-    def http_connect(self, host: str, port: int, scheme: str, verify: Any = True, cert: Any = None) -> _HTTPClient:
-        return _HTTPClient(self._endpoint, self._settings, self._token_value)
-
-
-def _json(response: Any) -> Any:
-    if response.code == 404:
+def _blocking_wait(params: Iterable[tuple[str, Any]]) -> float | None:
+    values = dict(params)
+    if "index" not in values:
         return None
-    return json.loads(response.body) if response.body else None
-
-
-def _identity(response: Any) -> Any:
-    return response
+    return parse_duration(str(values["wait"])) if "wait" in values else DEFAULT_WAIT
 
 
 class ConsulClient:
-    """Typed access to the parts of Consul's HTTP API this project uses. Thread-safe (one requests session)."""
+    """Typed access to the parts of Consul's HTTP API this project uses. Thread-safe (a shared connection pool)."""
 
     def __init__(self, settings: ConsulSettings) -> None:
         self.settings = settings
         self.endpoint = settings.endpoint()
-        self._consul = _PyConsul(self.endpoint, settings, settings.resolved_token())
-        self._http: _HTTPClient = self._consul.http
+        self._token = settings.resolved_token()
+        self._transport = Transport(
+            self.endpoint,
+            verify=settings.verify(),
+            cert=settings.client_certificate(),
+            server_name=settings.tls_server_name,
+            timeout=settings.timeout,
+        )
+        self._raw: Any = None
         self._op_limit: int | None = None
         self._version: str | None = None
 
@@ -321,8 +109,12 @@ class ConsulClient:
 
     @property
     def raw(self) -> Any:
-        """The py-consul ``consul.Consul`` client on this adapter's HTTP layer."""
-        return self._consul
+        """A genuine py-consul ``consul.Consul`` on this adapter's transport (imported on first use)."""
+        if self._raw is None:
+            from manifest_runner.consul.pyconsul import facade
+
+            self._raw = facade(self, self.settings.datacenter)
+        return self._raw
 
     @property
     def address(self) -> str:
@@ -334,10 +126,10 @@ class ConsulClient:
 
     def request_counts(self) -> dict[str, int]:
         """Requests sent so far, by HTTP method."""
-        return dict(self._http.requests)
+        return dict(self._transport.counts)
 
     def close(self) -> None:
-        self._http.close()
+        self._transport.close()
 
     def __enter__(self) -> ConsulClient:
         return self
@@ -347,16 +139,41 @@ class ConsulClient:
 
     # -- plumbing ---------------------------------------------------------------------------------------------
 
+    def send(
+        self,
+        method: str,
+        path: str,
+        params: Iterable[tuple[str, Any]] | None = None,
+        data: str | bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Answer:
+        """One request, the token in its header; errors mapped to the project's tree. 404 is an answer."""
+        params = list(params or [])
+        operation = f"{method} {path}"
+        wait = _blocking_wait(params)
+        timeout = self.settings.timeout + (wait + wait / 16 if wait is not None else 0.0)
+        all_headers = dict(headers or {})
+        if self._token and "X-Consul-Token" not in all_headers:
+            all_headers["X-Consul-Token"] = self._token
+        try:
+            answer = self._transport.request(method, path, params, data, headers=all_headers, timeout=timeout)
+        except TransportError as err:
+            where = self.endpoint.url
+            if err.kind == "tls":
+                raise ConsulRefused(f"TLS handshake with {where} failed: {err.reason}", operation=operation) from None
+            if err.kind == "timeout":
+                raise ConsulUnavailable(f"no answer from {where} within {timeout:g}s", operation=operation) from None
+            raise ConsulUnavailable(f"cannot reach Consul at {where}: {err.reason}", operation=operation) from None
+        _raise_for_status(answer, operation, path)
+        return answer
+
     def call(
         self, method: str, path: str, params: Iterable[tuple[str, Any]] | None = None, data: str | bytes | None = None
     ) -> tuple[int, Mapping[str, str], Any]:
         """One request; returns (status, headers, parsed JSON or None). Errors are already mapped."""
-        sender = {"GET": self._http.get, "PUT": self._http.put, "DELETE": self._http.delete}[method]
-        args: dict[str, Any] = {"params": list(params or [])}
-        if method != "GET":
-            args["data"] = data if data is not None else ""
-        response = sender(_identity, path, **args)
-        return response.code, response.headers, _json(response)
+        answer = self.send(method, path, params, data)
+        body = json.loads(answer.body) if answer.status != 404 and answer.body else None
+        return answer.status, dict(answer.headers.items()), body
 
     def _dc(self, datacenter: str | None) -> list[tuple[str, str]]:
         dc = datacenter or self.settings.datacenter

@@ -1,0 +1,220 @@
+"""HTTP to the Consul agent on the standard library: TCP, TLS (CA file or folder, client certificate, server name)
+and unix sockets, keep-alive connections shared between threads, a timeout on every request.
+
+Why not ``requests``: it costs ~150 ms to import, which is most of what ``consul-manifest render`` may spend at a
+container's boot, and Consul's API needs none of what it adds (no redirects, no cookies, no proxies: like Consul's Go
+client for a loopback agent, and unlike ``requests``, nothing from the environment is picked up but the CONSUL_*
+contract). Errors are mapped to the project's exception tree by :mod:`manifest_runner.consul.client`; this module
+raises only :class:`TransportError`.
+"""
+
+from __future__ import annotations
+
+import http.client
+import socket
+import ssl
+import threading
+from dataclasses import dataclass
+from email.message import Message
+from pathlib import Path
+from urllib.parse import quote, urlencode
+
+from manifest_runner.settings import Endpoint
+
+USER_AGENT = "consul-manifest"
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """An HTTP response: status, headers (case-insensitive), body bytes."""
+
+    status: int
+    headers: Message
+    body: bytes
+    reason: str = ""
+
+
+class TransportError(Exception):
+    """The request got no answer. ``kind`` is ``tls``, ``timeout`` or ``connect``; ``reason`` is for people."""
+
+    def __init__(self, kind: str, reason: str) -> None:
+        self.kind = kind
+        self.reason = reason
+        super().__init__(reason)
+
+
+def tls_context(verify: bool | str, cert: tuple[str, str] | str | None) -> ssl.SSLContext:
+    """A client TLS context: the system's CAs, or a CA file or folder; optionally a client certificate."""
+    if verify is False:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    elif isinstance(verify, str):
+        location = Path(verify)
+        context = ssl.create_default_context(
+            cafile=verify if not location.is_dir() else None, capath=verify if location.is_dir() else None
+        )
+    else:
+        context = ssl.create_default_context()
+    if cert is not None:
+        certfile, keyfile = cert if isinstance(cert, tuple) else (cert, None)
+        context.load_cert_chain(certfile, keyfile)
+    return context
+
+
+class _UnixConnection(http.client.HTTPConnection):
+    def __init__(self, socket_path: str, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self._socket_path = socket_path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect(self._socket_path)
+        except OSError:
+            sock.close()
+            raise
+        self.sock = sock
+
+
+class _TLSConnection(http.client.HTTPSConnection):
+    """HTTPS whose certificate is checked against ``server_name`` (CONSUL_TLS_SERVER_NAME) instead of the host."""
+
+    def __init__(self, host: str, port: int, timeout: float, context: ssl.SSLContext, server_name: str) -> None:
+        super().__init__(host, port, timeout=timeout, context=context)
+        self._server_name = server_name
+        self._tls = context
+
+    def connect(self) -> None:
+        http.client.HTTPConnection.connect(self)
+        self.sock = self._tls.wrap_socket(self.sock, server_hostname=self._server_name)
+
+
+class Transport:
+    """Requests to one agent. Thread-safe: idle keep-alive connections are shared through a small pool."""
+
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        *,
+        verify: bool | str = True,
+        cert: tuple[str, str] | str | None = None,
+        server_name: str | None = None,
+        timeout: float = 5.0,
+        max_idle: int = 8,
+    ) -> None:
+        self.endpoint = endpoint
+        self.timeout = timeout
+        self._server_name = server_name
+        self._context = tls_context(verify, cert) if endpoint.scheme == "https" else None
+        self._idle: list[http.client.HTTPConnection] = []
+        self._lock = threading.Lock()
+        self._max_idle = max_idle
+        self.counts: dict[str, int] = {}
+        self.host_header = "localhost" if endpoint.scheme == "unix" else f"{endpoint.host}:{endpoint.port}"
+
+    def _new(self, timeout: float) -> http.client.HTTPConnection:
+        endpoint = self.endpoint
+        if endpoint.socket_path is not None:
+            return _UnixConnection(endpoint.socket_path, timeout)
+        if self._context is not None:
+            if self._server_name:
+                return _TLSConnection(endpoint.host, endpoint.port, timeout, self._context, self._server_name)
+            return http.client.HTTPSConnection(endpoint.host, endpoint.port, timeout=timeout, context=self._context)
+        return http.client.HTTPConnection(endpoint.host, endpoint.port, timeout=timeout)
+
+    def _take(self, timeout: float) -> tuple[http.client.HTTPConnection, bool]:
+        with self._lock:
+            if self._idle:
+                conn = self._idle.pop()
+                conn.timeout = timeout
+                if conn.sock is not None:
+                    conn.sock.settimeout(timeout)
+                return conn, True
+        return self._new(timeout), False
+
+    def _give_back(self, conn: http.client.HTTPConnection) -> None:
+        with self._lock:
+            if len(self._idle) < self._max_idle:
+                self._idle.append(conn)
+                return
+        conn.close()
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        params: list[tuple[str, object]] | None = None,
+        body: bytes | str | None = None,
+        *,
+        headers: dict[str, str] | None = None,
+        timeout: float | None = None,
+    ) -> Answer:
+        url = quote(path, safe="/:@")
+        if params:
+            url += "?" + urlencode([(k, str(v)) for k, v in params])
+        data = body.encode("utf-8") if isinstance(body, str) else body
+        all_headers = {"Host": self.host_header, "User-Agent": USER_AGENT, **(headers or {})}
+        if data is not None or method in ("PUT", "POST"):
+            all_headers["Content-Length"] = str(len(data or b""))
+        with self._lock:
+            self.counts[method] = self.counts.get(method, 0) + 1
+        limit = self.timeout if timeout is None else timeout
+        for attempt in (1, 2):
+            conn, reused = self._take(limit)
+            try:
+                conn.request(method, url, body=data, headers=all_headers)
+                response = conn.getresponse()
+                payload = response.read()
+            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError) as err:
+                conn.close()
+                if reused and attempt == 1:
+                    continue  # a kept-alive connection the agent had closed: the request never reached it
+                raise TransportError("connect", _describe(err)) from None
+            except ssl.SSLError as err:
+                conn.close()
+                raise TransportError("tls", _describe(err)) from None
+            except TimeoutError:
+                conn.close()
+                raise TransportError("timeout", f"no answer within {limit:g}s") from None
+            except (OSError, http.client.HTTPException) as err:
+                conn.close()
+                raise TransportError("connect", _describe(err)) from None
+            if response.will_close:
+                conn.close()
+            else:
+                self._give_back(conn)
+            return Answer(response.status, response.headers, payload, response.reason)
+        raise TransportError("connect", "connection lost")  # pragma: no cover - the loop always returns or raises
+
+    def close(self) -> None:
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            conn.close()
+
+
+def _describe(err: BaseException) -> str:
+    """A reason a person can act on, with a hint for the TLS cases."""
+    if isinstance(err, ssl.SSLCertVerificationError):
+        detail = err.verify_message or str(err)
+        if "hostname" in detail.lower() or "IP address mismatch" in detail:
+            return f"the certificate does not name this server ({detail}); see CONSUL_TLS_SERVER_NAME"
+        return f"certificate verify failed: {detail}; see CONSUL_CACERT / CONSUL_CAPATH"
+    if isinstance(err, ssl.SSLError):
+        alerts = ("BAD_CERTIFICATE", "CERTIFICATE_REQUIRED", "UNKNOWN_CA", "HANDSHAKE_FAILURE")
+        text = err.reason or str(err)
+        if any(alert in str(err.reason or "") for alert in alerts):
+            return (
+                f"{text.lower().replace('_', ' ')}; the server wants a client certificate it trusts "
+                "(CONSUL_CLIENT_CERT, CONSUL_CLIENT_KEY)"
+            )
+        return text
+    if isinstance(err, ConnectionRefusedError):
+        return "Connection refused"
+    if isinstance(err, FileNotFoundError):
+        return f"no such socket ({err.filename})" if err.filename else "no such socket"
+    if isinstance(err, OSError) and err.strerror:
+        return err.strerror
+    return type(err).__name__
