@@ -47,6 +47,15 @@ def fail(error: BaseException) -> NoReturn:
 
 def connection_options(func: F) -> F:
     """Flags that override Consul's own environment variables (flag > environment > default)."""
+    return _connection_options(func, per_request_timeout=True)
+
+
+def boot_connection_options(func: F) -> F:
+    """The connection flags of render and exec, where --timeout is the total wait instead (see the commands)."""
+    return _connection_options(func, per_request_timeout=False)
+
+
+def _connection_options(func: F, *, per_request_timeout: bool) -> F:
     options = [
         click.option("--http-addr", help="Consul HTTP address [env: CONSUL_HTTP_ADDR; default 127.0.0.1:8500]."),
         click.option("--token", help="ACL token [env: CONSUL_HTTP_TOKEN]; prefer --token-file."),
@@ -57,8 +66,13 @@ def connection_options(func: F) -> F:
         click.option("--client-key", help="Client key for mutual TLS [env: CONSUL_CLIENT_KEY]."),
         click.option("--tls-server-name", help="Server name to verify (SNI) [env: CONSUL_TLS_SERVER_NAME]."),
         click.option("--datacenter", help="Datacenter [env: CONSUL_DATACENTER; default: the agent's]."),
-        click.option("--timeout", type=float, help="Seconds one request may take [env: CONSUL_MANIFEST_TIMEOUT; 5]."),
     ]
+    if per_request_timeout:
+        options.append(
+            click.option(
+                "--timeout", type=float, help="Seconds one request may take [env: CONSUL_MANIFEST_TIMEOUT; 5]."
+            )
+        )
     for option in reversed(options):
         func = option(func)
     return func
@@ -329,6 +343,196 @@ def destroy(paths: tuple[str, ...], yes: bool, dry_run: bool, lock_timeout: floa
         lock_timeout=lock_timeout,
         connection=split_connection(kwargs),
     )
+
+
+BOOT_OPTIONS = [
+    click.option(
+        "--timeout",
+        "budget",
+        type=float,
+        default=5.0,
+        show_default=True,
+        help="Total seconds to wait for Consul; then the cache and fallbacks are used. Never hangs.",
+    ),
+    click.option(
+        "--cache-dir",
+        type=click.Path(file_okay=False),
+        help="Where last known good values are kept [env: CONSUL_MANIFEST_CACHE_DIR; "
+        "default: $XDG_CACHE_HOME/consul-manifest].",
+    ),
+    click.option("--no-cache", is_flag=True, help="Neither read nor write the last-known-good cache."),
+    click.option("--offline", is_flag=True, help="Do not ask Consul: cache and fallbacks only."),
+]
+
+
+def boot_options(func: F) -> F:
+    for option in reversed(BOOT_OPTIONS):
+        func = option(func)
+    return func
+
+
+def resolve_or_exit(
+    paths: tuple[str, ...],
+    budget: float,
+    cache_dir: str | None,
+    no_cache: bool,
+    offline: bool,
+    connection: dict[str, Any],
+) -> tuple[Any, Any]:
+    """Validate, then resolve every dependency within ``budget`` seconds; print warnings; exit 1 when a required
+    dependency resolved from nothing (naming each one)."""
+    from pathlib import Path
+
+    from manifest_runner.boot import require_all, resolve_set
+    from manifest_runner.cache import default_cache_dir
+    from manifest_runner.errors import ManifestRunnerError
+    from manifest_runner.resolve import Budget
+
+    manifest_set = load_or_exit(paths)
+    client = None if offline else client_or_exit(connection)
+    folder = None if no_cache else Path(cache_dir) if cache_dir else default_cache_dir()
+    resolution = resolve_set(manifest_set, client, folder, Budget.of(budget))
+    for warning in resolution.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    try:
+        require_all(resolution)
+    except ManifestRunnerError as err:
+        fail(err)
+    return manifest_set, resolution
+
+
+@cli.command()
+@PATHS
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["env", "docker", "json", "yaml"]),
+    help="Format for --output or standard output [default: from the file name, else env].",
+)
+@click.option(
+    "--output",
+    "-o",
+    help="Write every dependency to this one file ('-': standard output) instead of each manifest's outputs.",
+)
+@boot_options
+@boot_connection_options
+def render(
+    paths: tuple[str, ...],
+    fmt: str | None,
+    output: str | None,
+    budget: float,
+    cache_dir: str | None,
+    no_cache: bool,
+    offline: bool,
+    **kwargs: Any,
+) -> None:
+    """Resolve the dependencies once and write the outputs (for container boot).
+
+    Sources, in order: Consul (healthy instances only), the last known good value, the static fallback.
+    Files are replaced atomically and only when their bytes change. Exit 1 if a required dependency has no value
+    (nothing is written then).
+    """
+    from manifest_runner.boot import write_one, write_outputs
+    from manifest_runner.errors import ManifestRunnerError
+
+    manifest_set, resolution = resolve_or_exit(paths, budget, cache_dir, no_cache, offline, split_connection(kwargs))
+    try:
+        if output is not None or not any(
+            m.manifest.outputs.env_file or m.manifest.outputs.json_file or m.manifest.outputs.yaml_file
+            for m in manifest_set.manifests
+        ):
+            write_one(resolution, output or "-", fmt, lambda text: click.echo(text, nl=False))
+            if output not in (None, "-"):
+                click.echo(f"wrote {output}", err=True)
+            return
+        for path, changed in write_outputs(manifest_set, resolution):
+            click.echo(f"{'wrote' if changed else 'unchanged'} {path}", err=True)
+    except ManifestRunnerError as err:
+        fail(err)
+
+
+@cli.command("exec", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@click.option("--watch", is_flag=True, help="Keep watching Consul; on a change, restart the command (or signal it).")
+@click.option("--signal", "reload_signal", help="With --watch: send this signal (e.g. SIGHUP) instead of restarting.")
+@click.option(
+    "--debounce",
+    type=float,
+    default=1.0,
+    show_default=True,
+    help="With --watch: seconds of quiet after a change before acting on it.",
+)
+@click.option(
+    "--grace",
+    type=float,
+    default=10.0,
+    show_default=True,
+    help="With --watch: seconds a child has to exit after SIGTERM on restart before SIGKILL.",
+)
+@boot_options
+@boot_connection_options
+@click.argument("arguments", nargs=-1, type=click.UNPROCESSED, metavar="PATH... -- CMD [ARG...]")
+def exec_(
+    arguments: tuple[str, ...],
+    watch: bool,
+    reload_signal: str | None,
+    debounce: float,
+    grace: float,
+    budget: float,
+    cache_dir: str | None,
+    no_cache: bool,
+    offline: bool,
+    **kwargs: Any,
+) -> None:
+    """Resolve the dependencies, then run CMD with them in its environment.
+
+    Without --watch, consul-manifest replaces itself with CMD: signals reach it directly and its exit code is the
+    exit code. With --watch, CMD runs as a child: signals are forwarded, and when a value changes the child is
+    restarted (or sent --signal) after --debounce seconds of quiet; the exit code is the child's.
+    Options go before the manifest paths.
+    """
+    if "--" not in arguments:
+        raise click.UsageError("separate the command with --: consul-manifest exec [OPTIONS] PATH... -- CMD [ARG...]")
+    split = arguments.index("--")
+    paths, command = arguments[:split], arguments[split + 1 :]
+    if not paths or not command:
+        raise click.UsageError("give at least one manifest PATH before -- and a CMD after it")
+    stray = [p for p in paths if p.startswith("-")]
+    if stray:
+        raise click.UsageError(f"options go before the manifest paths: {' '.join(stray)}")
+    connection = split_connection(kwargs)
+    if watch:
+        from manifest_runner.supervise import supervise_command
+
+        sys.exit(
+            supervise_command(
+                paths,
+                list(command),
+                budget=budget,
+                cache_dir=cache_dir,
+                no_cache=no_cache,
+                offline=offline,
+                connection=connection,
+                reload_signal=reload_signal,
+                debounce=debounce,
+                grace=grace,
+            )
+        )
+    import os
+
+    from manifest_runner.boot import child_environment
+
+    _, resolution = resolve_or_exit(paths, budget, cache_dir, no_cache, offline, connection)
+    environment = child_environment(resolution.all)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:
+        os.execvpe(command[0], list(command), environment)  # noqa: S606 - no shell: the user's argv as given
+    except FileNotFoundError:
+        click.echo(f"error: {command[0]}: command not found", err=True)
+        sys.exit(127)
+    except PermissionError:
+        click.echo(f"error: {command[0]}: permission denied", err=True)
+        sys.exit(126)
 
 
 @cli.command()

@@ -62,6 +62,7 @@ class ConsulError(ManifestRunnerError):
     def __init__(self, message: str, *, operation: str = "", status: int | None = None) -> None:
         self.operation = operation
         self.status = status
+        self.detail = message
         parts = [p for p in (operation, f"HTTP {status}" if status is not None else "") if p]
         super().__init__(f"{' -> '.join(parts)}: {message}" if parts else message)
 

@@ -30,6 +30,7 @@ from pydantic import (
 )
 
 from manifest_runner.durations import parse_duration
+from manifest_runner.strategies import format_problem
 
 #: Service meta keys the runner writes itself; a manifest may not set them.
 MANAGED_BY_KEY = "managed-by"
@@ -381,6 +382,13 @@ class _DependencyOptions(_Model):
     """The oldest last-known-good value to use when Consul cannot answer; default: no limit."""
 
 
+def _format_template(value: str) -> str:
+    problem = format_problem(value)
+    if problem is not None:
+        raise ValueError(problem)
+    return value
+
+
 class ServiceDependency(_DependencyOptions):
     """A service this one needs: resolved to one healthy instance, formatted into a value."""
 
@@ -396,8 +404,9 @@ class ServiceDependency(_DependencyOptions):
     """Datacenters to try, in order; the first with a healthy instance wins. Default: the agent's own."""
     strategy: Literal["health_weighted", "random", "round_robin", "first"] = "health_weighted"
     """How to pick one instance among the healthy ones."""
-    format: Text = "{address}:{port}"
-    """The value: ``{address}``, ``{port}``, ``{id}``, ``{node}``, ``{datacenter}``, ``{meta[KEY]}``, ``{tags}``."""
+    format: Annotated[Text, AfterValidator(_format_template)] = "{address}:{port}"
+    """The value: ``{address}`` (``{host}``: IPv6 in brackets), ``{port}``, ``{id}``, ``{node}``, ``{datacenter}``,
+    ``{service}``, ``{meta[KEY]}``, ``{tags}``."""
     include_warning: bool = False
     """Also use instances whose checks warn (never critical ones)."""
 

@@ -145,13 +145,18 @@ class ConsulClient:
         path: str,
         params: Iterable[tuple[str, Any]] | None = None,
         data: str | bytes | None = None,
+        *,
         headers: Mapping[str, str] | None = None,
+        timeout: float | None = None,
     ) -> Answer:
-        """One request, the token in its header; errors mapped to the project's tree. 404 is an answer."""
+        """One request, the token in its header; errors mapped to the project's tree. 404 is an answer.
+
+        ``timeout`` (seconds) caps the request below the configured one, e.g. to stay within a total budget."""
         params = list(params or [])
         operation = f"{method} {path}"
         wait = _blocking_wait(params)
-        timeout = self.settings.timeout + (wait + wait / 16 if wait is not None else 0.0)
+        base = self.settings.timeout if timeout is None else min(timeout, self.settings.timeout)
+        timeout = base + (wait + wait / 16 if wait is not None else 0.0)
         all_headers = dict(headers or {})
         if self._token and "X-Consul-Token" not in all_headers:
             all_headers["X-Consul-Token"] = self._token
@@ -168,10 +173,15 @@ class ConsulClient:
         return answer
 
     def call(
-        self, method: str, path: str, params: Iterable[tuple[str, Any]] | None = None, data: str | bytes | None = None
+        self,
+        method: str,
+        path: str,
+        params: Iterable[tuple[str, Any]] | None = None,
+        data: str | bytes | None = None,
+        timeout: float | None = None,
     ) -> tuple[int, Mapping[str, str], Any]:
         """One request; returns (status, headers, parsed JSON or None). Errors are already mapped."""
-        answer = self.send(method, path, params, data)
+        answer = self.send(method, path, params, data, timeout=timeout)
         body = json.loads(answer.body) if answer.status != 404 and answer.body else None
         return answer.status, dict(answer.headers.items()), body
 
@@ -239,6 +249,7 @@ class ConsulClient:
         near: str | None = None,
         index: int | None = None,
         wait: str | None = None,
+        timeout: float | None = None,
     ) -> tuple[int, list[dict[str, Any]]]:
         """Instances of a service with their node and checks; ``index`` and ``wait`` make it a blocking query."""
         params: list[tuple[str, Any]] = [("tag", tag) for tag in tags]
@@ -253,7 +264,7 @@ class ConsulClient:
             params.append(("index", max(1, index)))
             if wait:
                 params.append(("wait", wait))
-        _, headers, body = self.call("GET", f"/v1/health/service/{name}", params)
+        _, headers, body = self.call("GET", f"/v1/health/service/{name}", params, timeout=timeout)
         return int(headers.get("X-Consul-Index", "0") or 0), list(body or [])
 
     # -- KV ---------------------------------------------------------------------------------------------------
@@ -266,17 +277,22 @@ class ConsulClient:
         datacenter: str | None = None,
         index: int | None = None,
         wait: str | None = None,
+        keys_only: bool = False,
+        timeout: float | None = None,
     ) -> tuple[int, list[dict[str, Any]]]:
-        """Entries at ``key`` (or under it with ``recurse``), values decoded to bytes; ``[]`` when absent."""
+        """Entries at ``key`` (or under it with ``recurse``), values decoded to bytes; ``[]`` when absent.
+        With ``keys_only``, entries are ``{"Key": name}`` only (a light way to block on a prefix)."""
         params: list[tuple[str, Any]] = self._dc(datacenter)
         if recurse:
             params.append(("recurse", "1"))
+        if keys_only:
+            params.append(("keys", "1"))
         if index is not None:
             params.append(("index", max(1, index)))
             if wait:
                 params.append(("wait", wait))
-        _, headers, body = self.call("GET", f"/v1/kv/{key}", params)
-        entries = [_decoded(entry) for entry in (body or [])]
+        _, headers, body = self.call("GET", f"/v1/kv/{key}", params, timeout=timeout)
+        entries = [{"Key": k} for k in body or []] if keys_only else [_decoded(entry) for entry in (body or [])]
         return int(headers.get("X-Consul-Index", "0") or 0), entries
 
     def kv_put(

@@ -27,13 +27,13 @@ class _Bridge(consul.base.HTTPClient):  # type: ignore[misc]
 
     def _do(self, method: str, callback: Any, path: str, *, params: Any, data: Any, headers: Any) -> Any:
         answer = self._client.send(
-            method, path, list(params or []), data if data not in ("", None) else None, dict(headers or {})
+            method, path, list(params or []), data if data not in ("", None) else None, headers=dict(headers or {})
         )
         return callback(consul.base.Response(answer.status, answer.headers, answer.body.decode("utf-8", "replace")))
 
     def get(self, callback: Any, path: str, params: Any = None, headers: Any = None, raw: bool = False) -> Any:
         if raw:
-            answer = self._client.send("GET", path, list(params or []), None, dict(headers or {}))
+            answer = self._client.send("GET", path, list(params or []), None, headers=dict(headers or {}))
             return callback(consul.base.Response(answer.status, answer.headers, answer.body))
         return self._do("GET", callback, path, params=params, data=None, headers=headers)
 

@@ -1,0 +1,127 @@
+"""Container boot: resolve a manifest set's dependencies once and deliver them (``render``, ``exec``).
+
+Each manifest's dependencies go to its own ``outputs`` (relative to its folder); ``--output`` puts every
+dependency of every manifest in one file instead. Nothing is written when a required dependency resolved from
+nothing: a half-filled env file is worse than none.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from manifest_runner.cache import LastKnownGood
+from manifest_runner.consul.client import ConsulClient
+from manifest_runner.errors import ResolveError
+from manifest_runner.loader import LoadedManifest, ManifestSet
+from manifest_runner.outputs import format_for, render, write_atomic
+from manifest_runner.resolve import Budget, Resolver
+from manifest_runner.resolved import Resolved
+
+
+@dataclass
+class Resolution:
+    """The dependencies of every manifest of a set, resolved, with what to tell the user."""
+
+    by_manifest: dict[Path, list[Resolved]] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def all(self) -> list[Resolved]:
+        return [r for items in self.by_manifest.values() for r in items]
+
+    @property
+    def failed(self) -> list[Resolved]:
+        return [r for r in self.all if r.failed]
+
+
+def resolve_set(
+    manifest_set: ManifestSet,
+    client: ConsulClient | None,
+    cache_dir: Path | None,
+    budget: Budget,
+    resolvers: dict[str, Resolver] | None = None,
+) -> Resolution:
+    """Resolve every manifest's dependencies within one budget; the cache is per owner."""
+    resolution = Resolution()
+    resolvers = resolvers if resolvers is not None else {}
+    for owner in manifest_set.owners:
+        resolver = resolvers.get(owner)
+        if resolver is None:
+            resolver = resolvers[owner] = Resolver(client, LastKnownGood(cache_dir, owner))
+        if resolver.cache.problem:
+            resolution.warnings.append(resolver.cache.problem)
+        for loaded in manifest_set.of_owner(owner):
+            resolution.by_manifest[loaded.file] = resolver.resolve(loaded.manifest.dependencies, budget)
+        problem = resolver.cache.save()
+        if problem:
+            resolution.warnings.append(problem)
+    for item in resolution.all:
+        if item.source == "cache":
+            resolution.warnings.append(
+                f"{item.name}: the last known good value ({round(item.age or 0)}s old) is used: {item.reason}"
+            )
+        elif item.source == "fallback":
+            resolution.warnings.append(f"{item.name}: the static fallback is used: {item.reason}")
+        elif item.source == "none" and item.optional:
+            resolution.warnings.append(f"{item.name}: optional, left out: {item.reason}")
+    return resolution
+
+
+def require_all(resolution: Resolution) -> None:
+    """Raise :class:`ResolveError` naming every required dependency that resolved from nothing."""
+    failed = resolution.failed
+    if failed:
+        details = "; ".join(f"{r.name}: {r.reason or 'no value'} (and no fallback)" for r in failed)
+        raise ResolveError(f"{len(failed)} dependenc{'y' if len(failed) == 1 else 'ies'} unresolved: {details}")
+
+
+def merged(resolution: Resolution) -> list[Resolved]:
+    """Every dependency of the set as one list; the same name from two manifests must mean the same value."""
+    by_name: dict[str, Resolved] = {}
+    for item in resolution.all:
+        other = by_name.get(item.name)
+        if other is not None and other.value != item.value:
+            raise ResolveError(
+                f"{item.name} is declared by several manifests with different values; render them one at a time"
+            )
+        by_name[item.name] = item
+    return [by_name[name] for name in sorted(by_name)]
+
+
+def output_targets(loaded: LoadedManifest) -> list[tuple[Path, str]]:
+    outputs = loaded.manifest.outputs
+    targets = [(outputs.env_file, "env"), (outputs.json_file, "json"), (outputs.yaml_file, "yaml")]
+    return [(loaded.folder / path, fmt) for path, fmt in targets if path is not None]
+
+
+def write_outputs(
+    manifest_set: ManifestSet, resolution: Resolution, *, only_changed: bool = True
+) -> list[tuple[Path, bool]]:
+    """Each manifest's own outputs; returns (path, rewritten) for each. Manifests without outputs are skipped."""
+    written: list[tuple[Path, bool]] = []
+    for loaded in manifest_set.manifests:
+        resolved = resolution.by_manifest.get(loaded.file, [])
+        mode = int(loaded.manifest.outputs.mode, 8) if loaded.manifest.outputs.mode else None
+        for path, fmt in output_targets(loaded):
+            changed = write_atomic(path, render(resolved, fmt), mode)
+            written.append((path, changed or not only_changed))
+    return written
+
+
+def write_one(resolution: Resolution, target: str, fmt: str | None, echo: Callable[[str], None]) -> bool:
+    """All dependencies into one file (``-``: standard output) in ``fmt`` (default: from the file name)."""
+    items = merged(resolution)
+    if target == "-":
+        echo(render(items, fmt or "env"))
+        return True
+    return write_atomic(target, render(items, fmt or format_for(target)))
+
+
+def child_environment(resolved: Sequence[Resolved], base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment of a child: the current one, with every resolved value set (values win)."""
+    env = dict(os.environ if base is None else base)
+    env.update({r.name: r.value for r in resolved if r.value is not None})
+    return env
