@@ -10,7 +10,6 @@ what spans several places (duplicate ids and keys, also across files). Nothing i
 
 from __future__ import annotations
 
-import difflib
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -528,6 +527,8 @@ def _fields_at(loc: Sequence[int | str]) -> list[str]:
 
 
 def _suggestion(word: str | int, choices: list[str]) -> str:
+    import difflib
+
     if not isinstance(word, str) or not choices:
         return ""
     close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)

@@ -18,7 +18,6 @@ import json
 import os
 import re
 import stat
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -121,6 +120,8 @@ def write_atomic(path: str | Path, data: str | bytes, mode: int | None = None) -
         existing_mode = stat.S_IMODE(target.stat().st_mode)
     except FileNotFoundError:
         existing_mode = None
+    import tempfile
+
     tmp_name: str | None = None
     try:
         handle, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)

@@ -1,7 +1,8 @@
 """The manifest, version 1, as pydantic models: the contract users and their GitOps repositories rely on.
 
 Every model is frozen and rejects unknown fields; each field's docstring becomes its description in the JSON Schema
-(``schemas/manifest.schema.json``), which editors use to complete and check manifests. Pure: no I/O.
+(``schemas/manifest.schema.json``, see :mod:`manifest_runner.schema_export`), which editors use to complete and
+check manifests. Pure: no I/O.
 
 Validation that needs more than one field at a time and must point at a precise place (duplicate service ids, a key
 in both ``seed`` and ``enforce``, clashes across files) lives in :mod:`manifest_runner.consistency`, so that every
@@ -154,7 +155,9 @@ KVValue = Annotated[
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True, hide_input_in_errors=True)
+    # Field docstrings become descriptions when the JSON Schema is exported (schema_export.py), not here:
+    # pydantic's use_attribute_docstrings reads and parses this file at import, ~40 ms of every start.
+    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
 
 
 def _host_port(value: str, what: str) -> str:
