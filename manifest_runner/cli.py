@@ -501,20 +501,9 @@ def exec_(
         raise click.UsageError(f"options go before the manifest paths: {' '.join(stray)}")
     connection = split_connection(kwargs)
     if watch:
-        from manifest_runner.supervise import supervise_command
-
         sys.exit(
-            supervise_command(
-                paths,
-                list(command),
-                budget=budget,
-                cache_dir=cache_dir,
-                no_cache=no_cache,
-                offline=offline,
-                connection=connection,
-                reload_signal=reload_signal,
-                debounce=debounce,
-                grace=grace,
+            _exec_watch(
+                paths, list(command), budget, cache_dir, no_cache, offline, connection, reload_signal, debounce, grace
             )
         )
     import os
@@ -533,6 +522,137 @@ def exec_(
     except PermissionError:
         click.echo(f"error: {command[0]}: permission denied", err=True)
         sys.exit(126)
+
+
+def _exec_watch(
+    paths: tuple[str, ...],
+    command: list[str],
+    budget: float,
+    cache_dir: str | None,
+    no_cache: bool,
+    offline: bool,
+    connection: dict[str, Any],
+    reload_signal: str | None,
+    debounce: float,
+    grace: float,
+) -> int:
+    from pathlib import Path
+
+    from manifest_runner.cache import default_cache_dir
+    from manifest_runner.errors import ManifestRunnerError
+    from manifest_runner.supervise import signal_number, supervise
+
+    try:
+        signal_number(reload_signal)
+    except (AttributeError, ValueError):
+        raise click.BadParameter(f"unknown signal {reload_signal!r}", param_hint="--signal") from None
+    manifest_set = load_or_exit(paths)
+    client = None if offline else client_or_exit(connection)
+    folder = None if no_cache else Path(cache_dir) if cache_dir else default_cache_dir()
+    try:
+        return supervise(
+            manifest_set,
+            client,
+            command,
+            cache_dir=folder,
+            budget=budget,
+            reload_signal=reload_signal,
+            debounce=debounce,
+            grace=grace,
+            echo=lambda text: click.echo(text, err=True),
+        )
+    except FileNotFoundError:
+        click.echo(f"error: {command[0]}: command not found", err=True)
+        return 127
+    except ManifestRunnerError as err:
+        fail(err)
+
+
+@cli.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@click.option(
+    "--prune",
+    is_flag=True,
+    help="Also remove the owner's KV keys no longer declared (services are always pruned by run).",
+)
+@click.option("--resync", type=float, default=30.0, show_default=True, help="Seconds between full resyncs.")
+@click.option("--lock-timeout", type=float, default=60.0, show_default=True)
+@click.option("--listen", help="Serve /healthz and /metrics on this loopback address, e.g. 127.0.0.1:9090.")
+@click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.option(
+    "--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info", show_default=True
+)
+@click.option("--signal", "reload_signal", help="With a command: send this signal on a change instead of restarting.")
+@click.option(
+    "--debounce",
+    type=float,
+    default=1.0,
+    show_default=True,
+    help="With a command: seconds of quiet after a change before restarting or signalling it.",
+)
+@click.option("--grace", type=float, default=10.0, show_default=True)
+@boot_options
+@boot_connection_options
+@click.argument("arguments", nargs=-1, type=click.UNPROCESSED, metavar="PATH... [-- CMD [ARG...]]")
+def run(
+    arguments: tuple[str, ...],
+    prune: bool,
+    resync: float,
+    lock_timeout: float,
+    listen: str | None,
+    log_format: str,
+    log_level: str,
+    reload_signal: str | None,
+    debounce: float,
+    grace: float,
+    budget: float,
+    cache_dir: str | None,
+    no_cache: bool,
+    offline: bool,
+    **kwargs: Any,
+) -> None:
+    """Apply, then keep converged: watch the manifest files and Consul, re-apply on drift, heartbeat TTL checks,
+    re-render the outputs when a dependency changes; optionally supervise a command given after --.
+
+    SIGHUP reloads the manifests; SIGTERM and SIGINT stop cleanly (services with on_exit: deregister are
+    deregistered), exit 0. Options go before the manifest paths.
+    """
+    from pathlib import Path
+
+    from manifest_runner.cache import default_cache_dir
+    from manifest_runner.errors import ManifestError
+    from manifest_runner.runner import Runner, RunOptions
+    from manifest_runner.status import configure_logging
+
+    if offline:
+        raise click.UsageError("run needs Consul: --offline is for render and exec")
+    split = arguments.index("--") if "--" in arguments else len(arguments)
+    paths, command = arguments[:split], arguments[split + 1 :]
+    if not paths:
+        raise click.UsageError("give at least one manifest PATH")
+    stray = [p for p in paths if p.startswith("-")]
+    if stray:
+        raise click.UsageError(f"options go before the manifest paths: {' '.join(stray)}")
+    configure_logging(log_format, log_level)
+    load_or_exit(paths)
+    client = client_or_exit(split_connection(kwargs))
+    options = RunOptions(
+        prune=prune,
+        resync=resync,
+        lock_timeout=lock_timeout,
+        budget=budget,
+        listen=listen,
+        cache_dir=None if no_cache else Path(cache_dir) if cache_dir else default_cache_dir(),
+        command=list(command) or None,
+        reload_signal=reload_signal,
+        child_debounce=debounce,
+        grace=grace,
+    )
+    try:
+        runner = Runner(paths, client, options)
+    except ManifestError:
+        load_or_exit(paths)
+        raise
+    sys.exit(runner.run())
 
 
 @cli.command()

@@ -31,10 +31,13 @@ Kind = Literal["service", "kv"]
 
 @dataclass(frozen=True, slots=True)
 class PlanPolicy:
-    """How to plan: ``prune`` deletes what is no longer declared; ``destroy`` deletes everything the owner has."""
+    """How to plan: ``prune`` deletes what is no longer declared; ``destroy`` deletes everything the owner has;
+    ``prune_services`` prunes the owner's services on this agent only (``run``: the runner is the authority for
+    its instance's registrations, while shared KV keys are pruned only when asked)."""
 
     prune: bool = False
     destroy: bool = False
+    prune_services: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,7 +152,7 @@ def plan(desired: DesiredState, observed: ObservedState, policy: PlanPolicy = DE
 
     for spec in wanted_services:
         actions.extend(_service_actions(spec, observed.services.get(spec.service_id), desired.owner))
-    if prune:
+    if prune or policy.prune_services:
         declared_ids = {spec.service_id for spec in wanted_services}
         for service_id, registered in sorted(observed.owned_services().items()):
             if service_id not in declared_ids:

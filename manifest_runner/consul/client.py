@@ -124,6 +124,30 @@ class ConsulClient:
     def datacenter(self) -> str | None:
         return self.settings.datacenter
 
+    def clone(self) -> ConsulClient:
+        """A client with the same settings and a connection pool of its own: for a blocking query that must be
+        stoppable at once (:meth:`abort`) without disturbing other requests."""
+        twin = ConsulClient.__new__(ConsulClient)
+        twin.settings = self.settings
+        twin.endpoint = self.endpoint
+        twin._token = self._token
+        twin._transport = Transport(
+            self.endpoint,
+            verify=self.settings.verify(),
+            cert=self.settings.client_certificate(),
+            server_name=self.settings.tls_server_name,
+            timeout=self.settings.timeout,
+            max_idle=1,
+        )
+        twin._raw = None
+        twin._op_limit = self._op_limit
+        twin._version = self._version
+        return twin
+
+    def abort(self) -> None:
+        """Interrupt every request in flight and refuse new ones (see :meth:`Transport.abort`)."""
+        self._transport.abort()
+
     def request_counts(self) -> dict[str, int]:
         """Requests sent so far, by HTTP method."""
         return dict(self._transport.counts)

@@ -10,6 +10,7 @@ raises only :class:`TransportError`.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import socket
 import ssl
@@ -109,6 +110,8 @@ class Transport:
         self._server_name = server_name
         self._context = tls_context(verify, cert) if endpoint.scheme == "https" else None
         self._idle: list[http.client.HTTPConnection] = []
+        self._active: set[http.client.HTTPConnection] = set()
+        self._aborted = False
         self._lock = threading.Lock()
         self._max_idle = max_idle
         self.counts: dict[str, int] = {}
@@ -126,19 +129,30 @@ class Transport:
 
     def _take(self, timeout: float) -> tuple[http.client.HTTPConnection, bool]:
         with self._lock:
+            if self._aborted:
+                raise TransportError("connect", "the transport was closed")
             if self._idle:
                 conn = self._idle.pop()
                 conn.timeout = timeout
                 if conn.sock is not None:
                     conn.sock.settimeout(timeout)
+                self._active.add(conn)
                 return conn, True
-        return self._new(timeout), False
+            conn = self._new(timeout)
+            self._active.add(conn)
+            return conn, False
 
     def _give_back(self, conn: http.client.HTTPConnection) -> None:
         with self._lock:
-            if len(self._idle) < self._max_idle:
+            self._active.discard(conn)
+            if len(self._idle) < self._max_idle and not self._aborted:
                 self._idle.append(conn)
                 return
+        conn.close()
+
+    def _drop(self, conn: http.client.HTTPConnection) -> None:
+        with self._lock:
+            self._active.discard(conn)
         conn.close()
 
     def request(
@@ -168,31 +182,54 @@ class Transport:
                 response = conn.getresponse()
                 payload = response.read()
             except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError) as err:
-                conn.close()
-                if reused and attempt == 1:
-                    continue  # a kept-alive connection the agent had closed: the request never reached it
+                self._drop(conn)
+                if reused and attempt == 1 and not self._aborted:
+                    self.close()  # the agent closed its kept-alive connections (a restart?): all idle ones are stale
+                    continue  # the request never reached it: send it again on a fresh connection
                 raise TransportError("connect", _describe(err)) from None
             except ssl.SSLError as err:
-                conn.close()
+                self._drop(conn)
                 raise TransportError("tls", _describe(err)) from None
             except TimeoutError:
-                conn.close()
+                self._drop(conn)
                 raise TransportError("timeout", f"no answer within {limit:g}s") from None
             except (OSError, http.client.HTTPException) as err:
-                conn.close()
-                raise TransportError("connect", _describe(err)) from None
+                self._drop(conn)
+                raise TransportError(
+                    "connect", "the transport was closed" if self._aborted else _describe(err)
+                ) from None
             if response.will_close:
-                conn.close()
+                self._drop(conn)
             else:
                 self._give_back(conn)
             return Answer(response.status, response.headers, payload, response.reason)
         raise TransportError("connect", "connection lost")  # pragma: no cover - the loop always returns or raises
 
     def close(self) -> None:
+        """Close the idle connections (requests in flight finish normally)."""
         with self._lock:
             idle, self._idle = self._idle, []
         for conn in idle:
             conn.close()
+
+    def abort(self) -> None:
+        """Close every connection now, interrupting requests in flight (a blocking query waiting minutes, say):
+        they fail with TransportError, and so does any later request. Used to stop a watch at once."""
+        with self._lock:
+            self._aborted = True
+            connections = [*self._idle, *self._active]
+            self._idle = []
+        for conn in connections:
+            sock = conn.sock
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+            conn.close()
+
+    @property
+    def open_connections(self) -> int:
+        with self._lock:
+            return len(self._idle) + len(self._active)
 
 
 def _describe(err: BaseException) -> str:
