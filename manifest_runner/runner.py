@@ -32,14 +32,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from manifest_runner.boot import child_environment, resolve_set, write_outputs
+from manifest_runner.boot import Resolution, child_environment, write_outputs
+from manifest_runner.cache import LastKnownGood
 from manifest_runner.consul.client import ConsulClient
 from manifest_runner.consul.observe import observe
 from manifest_runner.consul.watch import BlockingLoop, DependencyWatch, kv_fetch, path_fetch
 from manifest_runner.desired import desired_state
 from manifest_runner.errors import ConsulError, ManifestError, ManifestRunnerError
 from manifest_runner.heartbeat import Beat, beats_for
-from manifest_runner.loader import ManifestSet, load_manifests
+from manifest_runner.loader import LoadedManifest, ManifestSet, load_manifests
 from manifest_runner.plan import PlanPolicy
 from manifest_runner.reconcile import converge
 from manifest_runner.resolve import Budget, Resolver
@@ -174,13 +175,16 @@ class Runner:
             first = self.events.get(timeout=timeout)
         except queue.Empty:
             return kinds, keys, signals
-        batch = [first]
-        end = time.monotonic() + self.options.debounce
-        while True:
-            try:
-                batch.append(self.events.get(timeout=max(0.0, end - time.monotonic())))
-            except queue.Empty:
-                break
+        batch = [first, *self._drain()]
+        if any(kind in ("files", "drift") for kind, _ in batch):
+            # edits and drift come in bursts (an editor's save, our own writes): gather them for a moment.
+            # A dependency change alone is acted on at once: its latency is the product.
+            end = time.monotonic() + self.options.debounce
+            while True:
+                try:
+                    batch.append(self.events.get(timeout=max(0.0, end - time.monotonic())))
+                except queue.Empty:
+                    break
         for kind, payload in batch:
             if kind == "deps":
                 keys |= payload
@@ -189,6 +193,14 @@ class Runner:
             else:
                 kinds.add(kind)
         return kinds, keys, signals
+
+    def _drain(self) -> list[tuple[str, Any]]:
+        items = []
+        while True:
+            try:
+                items.append(self.events.get_nowait())
+            except queue.Empty:
+                return items
 
     # -- manifests --------------------------------------------------------------------------------------------
 
@@ -364,47 +376,67 @@ class Runner:
     # -- dependencies -----------------------------------------------------------------------------------------
 
     def _resolve(self, keys: set[str] | None) -> None:
-        """Resolve again (the manifests named in ``keys``, or all) and rewrite outputs whose values changed."""
+        """Resolve again the dependencies named in ``keys`` (all when None), and rewrite the outputs of the
+        manifests where a value changed. Only the named dependencies cost a request."""
         started = time.monotonic()
-        files = None if keys is None else {k.split("::", 1)[0] for k in keys}
-        subset = ManifestSet(tuple(m for m in self.manifests.manifests if files is None or str(m.file) in files))
-        if not subset.manifests:
+        wanted: dict[str, set[str]] = {}
+        for key in keys or ():
+            file, _, name = key.partition("::")
+            wanted.setdefault(file, set()).add(name)
+        budget = Budget.of(self.options.budget)
+        changed: list[LoadedManifest] = []
+        for loaded in self.manifests.manifests:
+            names = None if keys is None else wanted.get(str(loaded.file))
+            if keys is not None and not names:
+                continue  # a manifest none of whose dependencies changed
+            resolver = self.resolvers.get(loaded.owner)
+            if resolver is None:
+                resolver = self.resolvers[loaded.owner] = Resolver(
+                    self.client, LastKnownGood(self.options.cache_dir, loaded.owner)
+                )
+            dependencies = {n: d for n, d in loaded.manifest.dependencies.items() if names is None or n in names}
+            if self._record_outcomes(loaded.file, resolver.resolve(dependencies, budget)):
+                changed.append(loaded)
+            problem = resolver.cache.save()
+            if problem:
+                log.warning("%s", problem)
+        for loaded in changed:
+            self._render(loaded)
+        if keys is not None and changed:
+            self.metrics.observe("consul_manifest_watch_latency_seconds", time.monotonic() - started)
+        if changed and self.child is not None:
+            self.child_pending = time.monotonic()
+
+    def _render(self, loaded: LoadedManifest) -> None:
+        items = [
+            self.outcomes[(loaded.file, name)]
+            for name in sorted(loaded.manifest.dependencies)
+            if (loaded.file, name) in self.outcomes
+        ]
+        failed = [item for item in items if item.failed]
+        if failed:
+            for item in failed:
+                log.error("dependency %s: no value (%s); %s is left as it is", item.name, item.reason, loaded.file)
             return
-        resolution = resolve_set(
-            subset, self.client, self.options.cache_dir, Budget.of(self.options.budget), self.resolvers
-        )
-        changed_files = self._record_outcomes(resolution.by_manifest)
-        if resolution.failed:
-            for item in resolution.failed:
-                log.error("dependency %s: no value (%s); outputs are left as they are", item.name, item.reason)
-            return
-        if not changed_files:
-            return
-        rewrite = ManifestSet(tuple(m for m in subset.manifests if m.file in changed_files))
         try:
-            for path, written in write_outputs(rewrite, resolution):
+            for path, written in write_outputs(ManifestSet((loaded,)), Resolution({loaded.file: items})):
                 if written:
                     self.metrics.inc("consul_manifest_renders_total")
                     log.info("wrote %s", path)
         except ManifestRunnerError as err:
             log.error("%s", err)
-        if keys is not None:
-            self.metrics.observe("consul_manifest_watch_latency_seconds", time.monotonic() - started)
-        if self.child is not None:
-            self.child_pending = time.monotonic()
 
-    def _record_outcomes(self, by_manifest: dict[Path, list[Resolved]]) -> set[Path]:
-        """Keep the new outcomes; return the manifests whose outcomes changed."""
-        changed: set[Path] = set()
-        for path, items in by_manifest.items():
-            for item in items:
-                self.metrics.inc("consul_manifest_resolutions_total", source=item.source)
-                previous = self.outcomes.get((path, item.name))
-                if not item.same_outcome(previous):
-                    changed.add(path)
-                    if previous is not None:
-                        log.info("%s: %s (%s)", item.name, item.value, item.source)
-                self.outcomes[(path, item.name)] = item
+    def _record_outcomes(self, path: Path, items: list[Resolved]) -> bool:
+        """Keep the new outcomes; return whether any changed."""
+        changed = False
+        for item in items:
+            self.metrics.inc("consul_manifest_resolutions_total", source=item.source)
+            previous = self.outcomes.get((path, item.name))
+            if not item.same_outcome(previous):
+                changed = True
+                if previous is not None:
+                    log.info("%s: %s (%s)", item.name, item.value, item.source)
+            self.outcomes[(path, item.name)] = item
         return changed
 
     def _child_update(self) -> None:

@@ -9,8 +9,9 @@ errors.
 A watch holds one connection while it blocks, and Consul refuses a client more than
 ``limits.http_max_conns_per_client`` of them. :class:`DependencyWatch` therefore keeps the number of loops bounded
 whatever the number of dependencies: one per watched service while there are few (at most ``per_service``),
-otherwise two per datacenter (``/v1/health/state/any``, compared service by service, and ``/v1/catalog/services``
-for registrations of instances without checks); and one per KV root.
+otherwise two per datacenter (``/v1/health/state/any`` and ``/v1/catalog/services``, each compared service by
+service, so that only the dependencies on a service that changed are resolved again); and one per KV root. In that
+mode a new instance without any check, of a service whose tags do not change, is seen at the next resync.
 """
 
 from __future__ import annotations
@@ -233,9 +234,23 @@ class DependencyWatch:
             else:
                 notify({key for name in changed for key in wanted.get(name, ())})
 
+        catalog: dict[str, tuple[str, ...]] = {}
+        catalog_primed = threading.Event()
+
+        def catalog_changed(body: Any) -> None:
+            current = {str(name): tuple(sorted(tags or [])) for name, tags in (body or {}).items()}
+            with lock:
+                changed = {name for name in set(current) | set(catalog) if current.get(name) != catalog.get(name)}
+                catalog.clear()
+                catalog.update(current)
+            if not catalog_primed.is_set():
+                catalog_primed.set()
+                return
+            notify({key for name in changed for key in wanted.get(name, ())})
+
         where = datacenter or "local"
         loop(f"health state@{where}", path_fetch("/v1/health/state/any", datacenter), health_changed, True)
-        loop(f"catalog services@{where}", path_fetch("/v1/catalog/services", datacenter), lambda _b: notify(set(every)))
+        loop(f"catalog services@{where}", path_fetch("/v1/catalog/services", datacenter), catalog_changed, True)
 
     def start(self) -> DependencyWatch:
         for item in self.loops:

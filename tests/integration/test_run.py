@@ -108,7 +108,7 @@ class Ready:
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802
+            def do_GET(self) -> None:
                 self.send_response(outer.status)
                 self.end_headers()
                 self.wfile.write(b"ok" if outer.status < 300 else b"not ready")
