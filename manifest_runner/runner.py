@@ -143,6 +143,8 @@ class Runner:
                     kinds.add("reload")
                 elif self.child is not None:
                     self.child.send(number)
+            if keys:
+                self._resolve(keys)  # first: a dependency's latency is the product; drift can wait a moment
             now = time.monotonic()
             if "files" in kinds or "reload" in kinds:
                 self._reload(explicit="reload" in kinds)
@@ -154,8 +156,6 @@ class Runner:
                 self._converge_all()
                 if resync:
                     self._resolve(None)
-            if keys:
-                self._resolve(keys)
             self._child_update()
 
     def _next_events(self) -> tuple[set[str], set[str], list[int]]:
@@ -176,15 +176,19 @@ class Runner:
         except queue.Empty:
             return kinds, keys, signals
         batch = [first, *self._drain()]
-        if any(kind in ("files", "drift") for kind, _ in batch):
+        kinds_seen = {kind for kind, _ in batch}
+        if kinds_seen & {"files", "drift"} and "deps" not in kinds_seen:
             # edits and drift come in bursts (an editor's save, our own writes): gather them for a moment.
             # A dependency change alone is acted on at once: its latency is the product.
             end = time.monotonic() + self.options.debounce
             while True:
                 try:
-                    batch.append(self.events.get(timeout=max(0.0, end - time.monotonic())))
+                    item = self.events.get(timeout=max(0.0, end - time.monotonic()))
                 except queue.Empty:
                     break
+                batch.append(item)
+                if item[0] == "deps":
+                    break  # a dependency changed: act now
         for kind, payload in batch:
             if kind == "deps":
                 keys |= payload

@@ -30,13 +30,21 @@ def dependencies(count: int) -> str:
 def connections_with(agent: DevAgent, tmp_path: Path, count: int) -> int:
     folder = tmp_path / f"d{count}"
     folder.mkdir()
-    path = write(folder, "m.yaml", f"version: 1\nowner: limits{count}\ndependencies:\n{dependencies(count)}\n"
-                                   "outputs:\n  env_file: out.env\n")
+    path = write(
+        folder,
+        "m.yaml",
+        f"version: 1\nowner: limits{count}\ndependencies:\n{dependencies(count)}\noutputs:\n  env_file: out.env\n",
+    )
     with RunProcess(agent.http_addr, ["--no-cache", str(path)], folder) as run:
         wait_for(lambda: (folder / "out.env").exists(), what="first render")
         register(agent, {"ID": f"svc0-{count}", "Name": "svc0", "Port": 1})  # a change: every watch is awake
-        wait_for(lambda: f"svc0-{count}" in (folder / "out.env").read_text() or "D0=127.0.0.1:1" in
-                 (folder / "out.env").read_text(), what="the change rendered")
+        wait_for(
+            lambda: (
+                f"svc0-{count}" in (folder / "out.env").read_text()
+                or "D0=127.0.0.1:1" in (folder / "out.env").read_text()
+            ),
+            what="the change rendered",
+        )
         samples = [established_connections(run.pid, agent.ports.http)]
         for _ in range(10):
             wait_for(lambda: True)
