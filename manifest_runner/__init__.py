@@ -27,11 +27,15 @@ if TYPE_CHECKING:
         SettingsError,
     )
     from manifest_runner.loader import LoadedManifest, ManifestSet, load_manifests
+    from manifest_runner.registry import ConsulRegistry, Election, ServiceNotFound
     from manifest_runner.schema import Manifest
     from manifest_runner.settings import ConsulSettings
 
 _LAZY = {
     "ApplyFailed": "manifest_runner.errors",
+    "ConsulRegistry": "manifest_runner.registry",
+    "Election": "manifest_runner.registry",
+    "ServiceNotFound": "manifest_runner.registry",
     "ConsulError": "manifest_runner.errors",
     "ConsulRefused": "manifest_runner.errors",
     "ConsulRequestError": "manifest_runner.errors",
@@ -54,9 +58,11 @@ __all__ = [
     "ApplyFailed",
     "ConsulError",
     "ConsulRefused",
+    "ConsulRegistry",
     "ConsulRequestError",
     "ConsulSettings",
     "ConsulUnavailable",
+    "Election",
     "LoadedManifest",
     "LockTimeout",
     "Manifest",
@@ -66,6 +72,7 @@ __all__ = [
     "OutputError",
     "Problem",
     "ResolveError",
+    "ServiceNotFound",
     "SettingsError",
     "__version__",
     "load_manifests",

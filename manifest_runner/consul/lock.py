@@ -53,6 +53,7 @@ class Lock:
             self.session_id = self.client.session_create(
                 self.name, format_duration(max(10.0, self.ttl)), lock_delay=format_duration(self.lock_delay)
             )
+            self._start_renewing()  # while waiting too: a wait longer than the TTL must not lose the session
         holder = json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "since": time.time()}).encode()
         deadline = time.monotonic() + self.timeout
         index = 0
@@ -60,7 +61,6 @@ class Lock:
             if self.client.kv_put(self.key, holder, acquire=self.session_id):
                 self.acquired_at = time.time()
                 self.released_at = None
-                self._start_renewing()
                 return True
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -92,12 +92,13 @@ class Lock:
                 self.client.session_destroy(session)
 
     def _start_renewing(self) -> None:
-        self._stop.clear()
+        self._stop = threading.Event()
         self.lost.clear()
         session = self.session_id
+        stop = self._stop
 
         def renew() -> None:
-            while not self._stop.wait(self.ttl / 2):
+            while not stop.wait(self.ttl / 2):
                 try:
                     if session is None or not self.client.session_renew(session):
                         self.lost.set()
