@@ -129,6 +129,19 @@ def validate(paths: tuple[str, ...], quiet: bool) -> None:
         )
 
 
+def split_command(arguments: tuple[str, ...]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """``PATH... [-- CMD ARG...]`` -> (paths, command). Options must come before the paths (they would otherwise
+    be taken for paths, since the command's own options must pass through untouched)."""
+    split = arguments.index("--") if "--" in arguments else len(arguments)
+    paths, command = arguments[:split], arguments[split + 1 :]
+    if not paths:
+        raise click.UsageError("give at least one manifest PATH")
+    stray = [p for p in paths if p.startswith("-")]
+    if stray:
+        raise click.UsageError(f"options go before the manifest paths: {' '.join(stray)}")
+    return paths, command
+
+
 def load_or_exit(paths: tuple[str, ...]) -> Any:
     """Load and validate every manifest; on any problem print them all and exit 3 before contacting Consul."""
     from manifest_runner.errors import ManifestError
@@ -492,13 +505,9 @@ def exec_(
     """
     if "--" not in arguments:
         raise click.UsageError("separate the command with --: consul-manifest exec [OPTIONS] PATH... -- CMD [ARG...]")
-    split = arguments.index("--")
-    paths, command = arguments[:split], arguments[split + 1 :]
-    if not paths or not command:
-        raise click.UsageError("give at least one manifest PATH before -- and a CMD after it")
-    stray = [p for p in paths if p.startswith("-")]
-    if stray:
-        raise click.UsageError(f"options go before the manifest paths: {' '.join(stray)}")
+    paths, command = split_command(arguments)
+    if not command:
+        raise click.UsageError("give a CMD after --")
     connection = split_connection(kwargs)
     if watch:
         sys.exit(
@@ -619,21 +628,14 @@ def run(
     from pathlib import Path
 
     from manifest_runner.cache import default_cache_dir
-    from manifest_runner.errors import ManifestError
     from manifest_runner.runner import Runner, RunOptions
     from manifest_runner.status import configure_logging
 
     if offline:
         raise click.UsageError("run needs Consul: --offline is for render and exec")
-    split = arguments.index("--") if "--" in arguments else len(arguments)
-    paths, command = arguments[:split], arguments[split + 1 :]
-    if not paths:
-        raise click.UsageError("give at least one manifest PATH")
-    stray = [p for p in paths if p.startswith("-")]
-    if stray:
-        raise click.UsageError(f"options go before the manifest paths: {' '.join(stray)}")
+    paths, command = split_command(arguments)
     configure_logging(log_format, log_level)
-    load_or_exit(paths)
+    manifest_set = load_or_exit(paths)
     client = client_or_exit(split_connection(kwargs))
     options = RunOptions(
         prune=prune,
@@ -647,12 +649,7 @@ def run(
         child_debounce=debounce,
         grace=grace,
     )
-    try:
-        runner = Runner(paths, client, options)
-    except ManifestError:
-        load_or_exit(paths)
-        raise
-    sys.exit(runner.run())
+    sys.exit(Runner(manifest_set, paths, client, options).run())
 
 
 @cli.command()

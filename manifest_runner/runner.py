@@ -78,14 +78,14 @@ class Health:
 
 
 class Runner:
-    def __init__(self, paths: Sequence[str], client: ConsulClient, options: RunOptions) -> None:
+    def __init__(self, manifests: ManifestSet, paths: Sequence[str], client: ConsulClient, options: RunOptions) -> None:
         self.paths = list(paths)
         self.client = client
         self.options = options
         self.events: queue.Queue[tuple[str, Any]] = queue.Queue()
         self.metrics = Metrics()
         self.health = Health()
-        self.manifests: ManifestSet = load_manifests(self.paths)
+        self.manifests = manifests
         self.desired: dict[str, DesiredState] = {}
         self.resolvers: dict[str, Resolver] = {}
         self.outcomes: dict[tuple[Path, str], Resolved] = {}

@@ -88,7 +88,7 @@ def _blocking_wait(params: Iterable[tuple[str, Any]]) -> float | None:
 class ConsulClient:
     """Typed access to the parts of Consul's HTTP API this project uses. Thread-safe (a shared connection pool)."""
 
-    def __init__(self, settings: ConsulSettings) -> None:
+    def __init__(self, settings: ConsulSettings, *, max_idle: int = 8) -> None:
         self.settings = settings
         self.endpoint = settings.endpoint()
         self._token = settings.resolved_token()
@@ -98,6 +98,7 @@ class ConsulClient:
             cert=settings.client_certificate(),
             server_name=settings.tls_server_name,
             timeout=settings.timeout,
+            max_idle=max_idle,
         )
         self._raw: Any = None
         self._op_limit: int | None = None
@@ -125,21 +126,10 @@ class ConsulClient:
         return self.settings.datacenter
 
     def clone(self) -> ConsulClient:
-        """A client with the same settings and a connection pool of its own: for a blocking query that must be
+        """A client with the same settings and a connection of its own: for a blocking query that must be
         stoppable at once (:meth:`abort`) without disturbing other requests."""
-        twin = ConsulClient.__new__(ConsulClient)
-        twin.settings = self.settings
-        twin.endpoint = self.endpoint
+        twin = ConsulClient(self.settings, max_idle=1)
         twin._token = self._token
-        twin._transport = Transport(
-            self.endpoint,
-            verify=self.settings.verify(),
-            cert=self.settings.client_certificate(),
-            server_name=self.settings.tls_server_name,
-            timeout=self.settings.timeout,
-            max_idle=1,
-        )
-        twin._raw = None
         twin._op_limit = self._op_limit
         twin._version = self._version
         return twin
