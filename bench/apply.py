@@ -95,6 +95,9 @@ def naive_kv_only(port: int, spec: dict[str, Any]) -> dict[str, int]:
     return counter.counts
 
 
+LAST_PATHS: dict[str, int] = {}
+
+
 def ours(addr: str, path: Path) -> Callable[[], dict[str, int]]:
     manifest = load_manifests([path], {}).manifests[0]
     desired = desired_state(manifest.owner, [manifest.manifest])
@@ -105,6 +108,8 @@ def ours(addr: str, path: Path) -> Callable[[], dict[str, int]]:
         if outcome.report is not None and not outcome.report.ok:
             raise RuntimeError(str(outcome.report.error))
         counts = client.request_counts()
+        LAST_PATHS.clear()
+        LAST_PATHS.update(client.request_counts(by_path=True))
         client.close()
         return counts
 
@@ -243,14 +248,9 @@ def main() -> None:
         one_counts = changed()
         one = time.perf_counter() - start
         show("consul-manifest (in-process)", one, one_counts, None)
-        registrations = agent_registrations(one_counts)
-        print(f"  registrations: {registrations}")
-
-
-def agent_registrations(counts: dict[str, int]) -> str:
-    # the adapter counts by method; a changed service costs: session create, acquire, one registration,
-    # release, session destroy = 5 PUTs (no transaction: no KV change)
-    return f"{counts.get('PUT', 0)} PUTs in all (session create, lock acquire, 1 registration, release, destroy)"
+        for operation, count in sorted(LAST_PATHS.items()):
+            print(f"    {count:3d} x {operation}")
+        print(f"  registration calls: {LAST_PATHS.get('PUT /v1/agent/service/register', 0)}")
 
 
 if __name__ == "__main__":

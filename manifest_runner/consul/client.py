@@ -138,9 +138,9 @@ class ConsulClient:
         """Interrupt every request in flight and refuse new ones (see :meth:`Transport.abort`)."""
         self._transport.abort()
 
-    def request_counts(self) -> dict[str, int]:
-        """Requests sent so far, by HTTP method."""
-        return dict(self._transport.counts)
+    def request_counts(self, by_path: bool = False) -> dict[str, int]:
+        """Requests sent so far, by HTTP method (or by ``METHOD /path``)."""
+        return dict(self._transport.counts_by_path if by_path else self._transport.counts)
 
     def close(self) -> None:
         self._transport.close()

@@ -115,6 +115,7 @@ class Transport:
         self._lock = threading.Lock()
         self._max_idle = max_idle
         self.counts: dict[str, int] = {}
+        self.counts_by_path: dict[str, int] = {}
         self.host_header = "localhost" if endpoint.scheme == "unix" else f"{endpoint.host}:{endpoint.port}"
 
     def _new(self, timeout: float) -> http.client.HTTPConnection:
@@ -174,6 +175,8 @@ class Transport:
             all_headers["Content-Length"] = str(len(data or b""))
         with self._lock:
             self.counts[method] = self.counts.get(method, 0) + 1
+            operation = f"{method} {path}"
+            self.counts_by_path[operation] = self.counts_by_path.get(operation, 0) + 1
         limit = self.timeout if timeout is None else timeout
         for attempt in (1, 2):
             conn, reused = self._take(limit)

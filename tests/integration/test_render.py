@@ -387,3 +387,41 @@ def test_exec_forwards_sigterm(consul: DevAgent, tmp_path: Path, unique: str) ->
     out, _ = process.communicate(timeout=30)
     assert process.returncode == 3
     assert "got-term" in out
+
+
+def test_exec_watch_restarts_the_child_on_a_change(consul: DevAgent, tmp_path: Path, unique: str) -> None:
+    from tests.integration.runproc import wait_for
+
+    kv_put(consul, f"{unique}/v", "one")
+    path = write(tmp_path, "m.yaml", f"version: 1\ndependencies:\n  V: {{kv: {unique}/v}}\n")
+    log = tmp_path / "log"
+    script = f'echo "start $V" >> {log}; trap "echo stop >> {log}; exit 0" TERM; while true; do sleep 0.05; done'
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONSUL_HTTP")}
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "manifest_runner",
+            "exec",
+            "--watch",
+            "--debounce",
+            "0.1",
+            "--no-cache",
+            str(path),
+            "--",
+            "sh",
+            "-c",
+            script,
+        ],
+        env={**env, "CONSUL_HTTP_ADDR": consul.http_addr},
+    )
+    try:
+        wait_for(lambda: log.exists() and "start one" in log.read_text(), what="the child started")
+        kv_put(consul, f"{unique}/v", "two")
+        wait_for(lambda: "start two" in log.read_text(), what="the child restarted with the new value")
+        assert log.read_text().splitlines()[:3] == ["start one", "stop", "start two"]
+        process.send_signal(signal.SIGTERM)  # forwarded: the child exits 0, and so does exec
+        assert process.wait(30) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()

@@ -237,3 +237,17 @@ def test_outputs_follow_dependencies(consul: DevAgent, tmp_path: Path, unique: s
         kv_put(consul, f"{unique}/url", "http://b:2")
         wait_for(lambda: "URL=http://b:2" in env_file.read_text(), what="changed value rendered")
         assert run.stop() == 0
+
+
+def test_run_supervises_a_command(consul: DevAgent, tmp_path: Path, unique: str) -> None:
+    kv_put(consul, f"{unique}/v", "one")
+    path = write(tmp_path, "m.yaml", f"version: 1\nowner: sup-{unique}\ndependencies:\n  V: {{kv: {unique}/v}}\n")
+    log = tmp_path / "child.log"
+    script = f'echo "start $V" >> {log}; trap "exit 0" TERM; while true; do sleep 0.05; done'
+    with RunProcess(
+        consul.http_addr, ["--no-cache", "--debounce", "0.1", str(path), "--", "sh", "-c", script], tmp_path
+    ) as run:
+        wait_for(lambda: log.exists() and "start one" in log.read_text(), what="the command started")
+        kv_put(consul, f"{unique}/v", "two")
+        wait_for(lambda: "start two" in log.read_text(), what="the command restarted with the new value")
+        assert run.stop() == 0, run.output()
