@@ -29,7 +29,7 @@ from manifest_runner.desired import desired_state
 from manifest_runner.devagent import DevAgent, find_consul_binary
 from manifest_runner.loader import load_manifests
 from manifest_runner.reconcile import converge
-from manifest_runner.settings import ConsulSettings
+from manifest_runner.settings import ConsulConfig
 
 NAIVE_SCRIPT = """
 import json, sys, consul
@@ -103,7 +103,7 @@ def ours(addr: str, path: Path) -> Callable[[], dict[str, int]]:
     desired = desired_state(manifest.owner, [manifest.manifest])
 
     def run() -> dict[str, int]:
-        client = ConsulClient(ConsulSettings.from_sources({"http_addr": addr}, {}))
+        client = ConsulClient(ConsulConfig.from_sources({"http_addr": addr}, {}))
         outcome = converge(client, desired)
         if outcome.report is not None and not outcome.report.ok:
             raise RuntimeError(str(outcome.report.error))

@@ -29,7 +29,8 @@ if TYPE_CHECKING:
     from manifest_runner.loader import LoadedManifest, ManifestSet, load_manifests
     from manifest_runner.registry import ConsulRegistry, Election, ServiceNotFound
     from manifest_runner.schema import Manifest
-    from manifest_runner.settings import ConsulSettings
+    from manifest_runner.settings import ConsulConfig
+    from manifest_runner.settings_env import ConsulSettings
 
 _LAZY = {
     "ApplyFailed": "manifest_runner.errors",
@@ -39,7 +40,8 @@ _LAZY = {
     "ConsulError": "manifest_runner.errors",
     "ConsulRefused": "manifest_runner.errors",
     "ConsulRequestError": "manifest_runner.errors",
-    "ConsulSettings": "manifest_runner.settings",
+    "ConsulConfig": "manifest_runner.settings",
+    "ConsulSettings": "manifest_runner.settings_env",
     "ConsulUnavailable": "manifest_runner.errors",
     "LoadedManifest": "manifest_runner.loader",
     "LockTimeout": "manifest_runner.errors",
@@ -56,6 +58,7 @@ _LAZY = {
 
 __all__ = [
     "ApplyFailed",
+    "ConsulConfig",
     "ConsulError",
     "ConsulRefused",
     "ConsulRegistry",

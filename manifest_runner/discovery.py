@@ -19,7 +19,7 @@ from manifest_runner.consul.client import ConsulClient
 from manifest_runner.consul.watch import BlockingLoop
 from manifest_runner.errors import ConsulError
 from manifest_runner.resolve import instance_from_health
-from manifest_runner.settings import ConsulSettings, Endpoint
+from manifest_runner.settings import ConsulConfig, Endpoint
 from manifest_runner.strategies import Instance
 
 log = logging.getLogger("consul_manifest.registry")
@@ -33,7 +33,7 @@ def find_agent(candidates: Sequence[str], timeout: float = 1.0) -> str | None:
     """The first address in ``candidates`` where a Consul agent answers ``/v1/status/leader``."""
     for address in candidates:
         try:
-            settings = ConsulSettings.from_sources({"http_addr": address, "timeout": timeout})
+            settings = ConsulConfig.from_sources({"http_addr": address, "timeout": timeout})
             with ConsulClient(settings) as client:
                 client.leader()
         except ConsulError:

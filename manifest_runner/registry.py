@@ -38,7 +38,7 @@ from manifest_runner.discovery import (
 )
 from manifest_runner.durations import format_duration, parse_duration
 from manifest_runner.errors import ConsulError, ConsulUnavailable, LockTimeout, ResolveError
-from manifest_runner.settings import ConsulSettings
+from manifest_runner.settings import ConsulConfig
 from manifest_runner.strategies import STRATEGIES, Instance, pick
 
 log = logging.getLogger("consul_manifest.registry")
@@ -89,7 +89,7 @@ class ConsulRegistry:
         token: str | None = None,
         consul_addresses: Sequence[str] = (),
         infrastructure_services: dict[str, str] | None = None,
-        settings: ConsulSettings | None = None,
+        settings: ConsulConfig | None = None,
     ) -> None:
         if health_check_type not in ("ttl", "http"):
             raise ValueError("health_check_type is 'ttl' or 'http'")
@@ -121,17 +121,17 @@ class ConsulRegistry:
     @staticmethod
     def _settings(
         host: str | None, port: int | None, candidates: Sequence[str], datacenter: str | None, token: str | None
-    ) -> ConsulSettings:
+    ) -> ConsulConfig:
         flags: dict[str, Any] = {"datacenter": datacenter, "token": token}
         if host is not None or port is not None:
             flags["http_addr"] = f"{host or '127.0.0.1'}:{port or 8500}"
-            return ConsulSettings.from_sources(flags)
-        from_env = ConsulSettings.from_sources(flags)
-        explicit = from_env.http_addr != ConsulSettings.model_fields["http_addr"].default
+            return ConsulConfig.from_sources(flags)
+        from_env = ConsulConfig.from_sources(flags)
+        explicit = from_env.http_addr != ConsulConfig.model_fields["http_addr"].default
         ordered = [*([from_env.http_addr] if explicit else []), LOCAL_AGENT, *candidates]
         found = find_agent(ordered)
         flags["http_addr"] = found or ordered[0]
-        return ConsulSettings.from_sources(flags)
+        return ConsulConfig.from_sources(flags)
 
     @property
     def consul(self) -> Any:

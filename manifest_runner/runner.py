@@ -36,7 +36,7 @@ from manifest_runner.boot import Resolution, child_environment, write_outputs
 from manifest_runner.cache import LastKnownGood
 from manifest_runner.consul.client import ConsulClient
 from manifest_runner.consul.observe import observe
-from manifest_runner.consul.watch import BlockingLoop, DependencyWatch, kv_fetch, path_fetch
+from manifest_runner.consul.watch import BlockingLoop, DependencyWatch, kv_fetch, path_fetch, wait_ready
 from manifest_runner.desired import desired_state
 from manifest_runner.errors import ConsulError, ManifestError, ManifestRunnerError
 from manifest_runner.heartbeat import Beat, beats_for
@@ -262,8 +262,10 @@ class Runner:
         }
         self.outcomes = {k: v for k, v in self.outcomes.items() if k[0] in {m.file for m in manifests.manifests}}
         self._shutdown_watches()
+        self._start_watches()  # watch first: a change made while we converge is then seen, not lost
         self._converge_all()
-        self._start_watches()
+        checks = [check for d in self.desired.values() for s in d.services for check in s.checks]
+        self.beats = [beat.start() for beat in beats_for(self.client, checks, self._beat_result)]
 
     def _start_watches(self) -> None:
         def wake(kind: str) -> Any:
@@ -272,7 +274,7 @@ class Runner:
         def failed(name: str, err: BaseException) -> None:
             log.warning("watch %s: %s", name, err)
 
-        self._check_node()
+        self.node = self._read_node() or self.node
         if self.node is not None:
             self.drift_loops.append(
                 BlockingLoop(
@@ -295,8 +297,9 @@ class Runner:
             self.dependency_watch = DependencyWatch(
                 self.client, dependencies, lambda keys: self.events.put(("deps", keys)), on_error=failed
             ).start()
-        checks = [check for d in self.desired.values() for s in d.services for check in s.checks]
-        self.beats = [beat.start() for beat in beats_for(self.client, checks, self._beat_result)]
+        loops = [*self.drift_loops, *(self.dependency_watch.loops if self.dependency_watch else [])]
+        if not wait_ready(loops):
+            log.warning("some watches have no starting index yet; the resync will catch what they miss")
 
     def _shutdown_watches(self) -> None:
         for loop in self.drift_loops:
@@ -309,18 +312,19 @@ class Runner:
             beat.stop()
         self.beats = []
 
-    def _check_node(self) -> None:
-        """The agent's node name (for the services watch); a different one after a restart rebuilds the watch."""
+    def _read_node(self) -> str | None:
+        """The agent's node name (for the services watch), or None when the agent cannot say."""
         try:
-            node = str(self.client.agent_self().get("Config", {}).get("NodeName") or "") or None
+            return str(self.client.agent_self().get("Config", {}).get("NodeName") or "") or None
         except ConsulError:
-            return
-        if self.node is not None and node != self.node:
+            return None
+
+    def _check_node(self) -> None:
+        """A different node name (the agent was replaced) restarts every watch on the new one."""
+        node = self._read_node()
+        if node is not None and self.node is not None and node != self.node:
             log.info("the agent's node is now %s (was %s)", node, self.node)
-            self.node = node
-            self._shutdown_watches()
-            self._start_watches()
-        self.node = node
+            self._adopt(self.manifests)
 
     def _beat_result(self, check_id: str, status: str, _output: str) -> None:
         self.metrics.inc("consul_manifest_heartbeats_total", status=status)

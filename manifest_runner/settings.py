@@ -7,17 +7,25 @@
 
 Precedence: a flag beats the environment, which beats the default. Between a token and a token file given at the
 same level, the file wins, as in Consul's Go client. Tokens are ``SecretStr``: they print as ``**********``.
+
+Two classes, one set of fields: :class:`ConsulConfig`, a pydantic model that :meth:`ConsulConfig.from_sources`
+fills from flags and the environment, is what the command line and the adapter use; :class:`ConsulSettings`
+(``manifest_runner.settings_env``) is the same model as a pydantic-settings ``BaseSettings``, for library users who
+want ``ConsulSettings()`` to read the environment (or a ``.env`` file) the pydantic-settings way. The split is
+measured: importing pydantic-settings costs ~100 ms, a fifth of ``consul-manifest render`` at a container's boot
+(bench/render.py), and the command line needs none of its features.
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationError
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from manifest_runner.errors import SettingsError
 
@@ -41,12 +49,10 @@ class Endpoint:
         return f"{self.scheme}://{host}:{self.port}"
 
 
-class ConsulSettings(BaseSettings):
+class ConsulConfig(BaseModel):
     """How to reach and authenticate to Consul. Build with :meth:`from_sources` to honour flag precedence."""
 
-    model_config = SettingsConfigDict(
-        frozen=True, extra="ignore", populate_by_name=True, case_sensitive=True, hide_input_in_errors=True
-    )
+    model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True, hide_input_in_errors=True)
 
     http_addr: str = Field(DEFAULT_ADDR, validation_alias="CONSUL_HTTP_ADDR")
     """``host:port``, ``http://host:port``, ``https://host:port`` or ``unix:///path/to/socket``."""
@@ -74,21 +80,22 @@ class ConsulSettings(BaseSettings):
     """Seconds a single request may take (connect plus answer); blocking queries add their wait time."""
 
     @classmethod
-    def from_sources(cls, flags: dict[str, Any] | None = None, environ: dict[str, str] | None = None) -> ConsulSettings:
-        """Flags (given values only, ``None`` meaning "not given") over the environment over the defaults."""
+    def from_sources(
+        cls, flags: dict[str, Any] | None = None, environ: Mapping[str, str] | None = None
+    ) -> ConsulConfig:
+        """Flags (given values only, ``None`` meaning "not given") over the environment (default: the process's)
+        over the defaults."""
         given = {k: v for k, v in (flags or {}).items() if v is not None}
         if "token" in given or "token_file" in given:
             given.setdefault("token", None)  # a flag token beats an environment token file, and vice versa
             given.setdefault("token_file", None)
         try:
-            if environ is not None:
-                return cls._from_mapping(environ, given)
-            return cls(**given)
+            return cls._from_mapping(os.environ if environ is None else environ, given)
         except ValidationError as err:
             raise SettingsError(_settings_message(err)) from None
 
     @classmethod
-    def _from_mapping(cls, environ: dict[str, str], given: dict[str, Any]) -> ConsulSettings:
+    def _from_mapping(cls, environ: Mapping[str, str], given: dict[str, Any]) -> ConsulConfig:
         values: dict[str, Any] = {}
         for name, field in cls.model_fields.items():
             alias = field.validation_alias
@@ -159,6 +166,14 @@ def _settings_message(err: ValidationError) -> str:
     parts = []
     for item in err.errors(include_url=False, include_input=False):
         field = ".".join(str(p) for p in item["loc"])
-        alias = ConsulSettings.model_fields[field].validation_alias if field in ConsulSettings.model_fields else None
+        alias = ConsulConfig.model_fields[field].validation_alias if field in ConsulConfig.model_fields else None
         parts.append(f"{alias or field}: {item['msg']}")
     return "invalid settings: " + "; ".join(parts)
+
+
+def __getattr__(name: str) -> Any:
+    if name == "ConsulSettings":  # pydantic-settings is imported only by those who ask for it
+        from manifest_runner.settings_env import ConsulSettings
+
+        return ConsulSettings
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -16,7 +16,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -59,8 +59,10 @@ class Child:
     grace: float = 10.0
     process: subprocess.Popen[bytes] | None = None
     restarts: int = 0
+    environment: dict[str, str] = field(default_factory=dict)
 
     def start(self, environment: dict[str, str]) -> None:
+        self.environment = dict(environment)
         self.process = subprocess.Popen(list(self.command), env=environment, process_group=0)
         log.info("started %s (pid %d)", self.command[0], self.process.pid)
 
@@ -116,52 +118,75 @@ def supervise(
     echo: Callable[[str], None],
 ) -> int:
     """exec --watch: returns the exit code to leave with."""
-    resolvers: dict[str, Resolver] = {}
-    resolution = resolve_set(manifest_set, client, cache_dir, Budget.of(budget), resolvers)
-    for warning in resolution.warnings:
-        echo(f"warning: {warning}")
-    require_all(resolution)
     events: queue.Queue[tuple[str, Any]] = queue.Queue()
-    install_forwarding(events)
-    child = Child(command, grace)
-    environment = child_environment(resolution.all)
-    write_outputs(manifest_set, resolution)
-    child.start(environment)
     watch = None
-    if client is not None:
+    if client is not None:  # watch first, then read: a change in between is seen, not lost
         watch = DependencyWatch(
             client,
             dependency_keys(manifest_set),
             lambda keys: events.put(("deps", keys)),
             on_error=lambda name, err: log.warning("watch %s: %s", name, err),
         ).start()
-    reload_number = signal_number(reload_signal)
-    pending_since: float | None = None
+        watch.wait_ready(min(budget, 5.0))
     try:
-        while True:
-            code = child.poll()
-            if code is not None:
-                return exit_code(code)
-            timeout = 0.1 if pending_since is None else max(0.0, pending_since + debounce - time.monotonic())
-            try:
-                kind, payload = events.get(timeout=min(timeout, 0.1))
-            except queue.Empty:
-                kind, payload = "tick", None
-            if kind == "signal":
-                child.send(payload)
-                continue
-            if kind == "deps":
-                pending_since = time.monotonic()
-                continue
-            if pending_since is not None and time.monotonic() - pending_since >= debounce:
-                pending_since = None
-                fresh = resolve_set(manifest_set, client, cache_dir, Budget.of(budget), resolvers)
-                if not fresh.failed:
-                    write_outputs(manifest_set, fresh)  # with --signal, the child re-reads these
-                environment = _act_on(fresh, environment, child, reload_number, echo)
+        resolvers: dict[str, Resolver] = {}
+
+        def resolve() -> Resolution:
+            return resolve_set(manifest_set, client, cache_dir, Budget.of(budget), resolvers)
+
+        resolution = resolve()
+        for warning in resolution.warnings:
+            echo(f"warning: {warning}")
+        require_all(resolution)
+        install_forwarding(events)
+        child = Child(command, grace)
+        write_outputs(manifest_set, resolution)
+        child.start(child_environment(resolution.all))
+        return _loop(
+            events,
+            child,
+            resolve,
+            manifest_set=manifest_set,
+            reload_number=signal_number(reload_signal),
+            debounce=debounce,
+            echo=echo,
+        )
     finally:
         if watch is not None:
             watch.stop()
+
+
+def _loop(
+    events: queue.Queue[tuple[str, Any]],
+    child: Child,
+    resolve: Callable[[], Resolution],
+    manifest_set: ManifestSet,
+    reload_number: int | None,
+    debounce: float,
+    echo: Callable[[str], None],
+) -> int:
+    """Until the child exits: forward signals, and act on dependency changes after ``debounce`` seconds of quiet."""
+    environment = dict(child.environment)
+    pending_since: float | None = None
+    while True:
+        code = child.poll()
+        if code is not None:
+            return exit_code(code)
+        timeout = 0.1 if pending_since is None else max(0.0, pending_since + debounce - time.monotonic())
+        try:
+            kind, payload = events.get(timeout=min(timeout, 0.1))
+        except queue.Empty:
+            kind, payload = "tick", None
+        if kind == "signal":
+            child.send(payload)
+        elif kind == "deps":
+            pending_since = time.monotonic()
+        elif pending_since is not None and time.monotonic() - pending_since >= debounce:
+            pending_since = None
+            fresh = resolve()
+            if not fresh.failed:
+                write_outputs(manifest_set, fresh)  # with --signal, the child re-reads these
+            environment = _act_on(fresh, environment, child, reload_number, echo)
 
 
 def _act_on(

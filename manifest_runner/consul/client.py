@@ -33,7 +33,7 @@ from typing import Any
 from manifest_runner.consul.http import Answer, Transport, TransportError
 from manifest_runner.durations import parse_duration
 from manifest_runner.errors import ConsulError, ConsulRefused, ConsulRequestError, ConsulUnavailable
-from manifest_runner.settings import ConsulSettings
+from manifest_runner.settings import ConsulConfig
 
 DEFAULT_WAIT = 300.0
 TXN_BODY_LIMIT = 512 * 1024
@@ -88,7 +88,7 @@ def _blocking_wait(params: Iterable[tuple[str, Any]]) -> float | None:
 class ConsulClient:
     """Typed access to the parts of Consul's HTTP API this project uses. Thread-safe (a shared connection pool)."""
 
-    def __init__(self, settings: ConsulSettings, *, max_idle: int = 8) -> None:
+    def __init__(self, settings: ConsulConfig, *, max_idle: int = 8) -> None:
         self.settings = settings
         self.endpoint = settings.endpoint()
         self._token = settings.resolved_token()
@@ -106,7 +106,7 @@ class ConsulClient:
 
     @classmethod
     def from_env(cls, **flags: Any) -> ConsulClient:
-        return cls(ConsulSettings.from_sources(flags))
+        return cls(ConsulConfig.from_sources(flags))
 
     @property
     def raw(self) -> Any:

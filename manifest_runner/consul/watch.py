@@ -53,6 +53,8 @@ class BlockingLoop:
     backoff_cap: float = 30.0
     notify_first: bool = False
     wakeups: int = 0
+    ready: threading.Event = field(default_factory=threading.Event)
+    """Set once the first read established the index (or failed): from then on, no change is missed."""
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
     _own: ConsulClient | None = None
@@ -88,6 +90,7 @@ class BlockingLoop:
                 blocking = index and not recovering
                 new_index, body = self.fetch(own, max(1, index) if blocking else None, self.wait)
             except ConsulError as err:
+                self.ready.set()  # Consul is away: nobody should wait for this loop's first read
                 if self._stop.is_set():
                     return
                 self.on_error(self.name, err)
@@ -110,6 +113,7 @@ class BlockingLoop:
             if changed and (not first or self.notify_first):
                 self.on_change(body)
             first = False
+            self.ready.set()
 
 
 def health_fetch(service: str, datacenter: str | None) -> Fetch:
@@ -153,6 +157,11 @@ def service_fingerprints(checks: Iterable[Mapping[str, Any]]) -> dict[str, str]:
         name: hashlib.sha1(json.dumps(sorted(v)).encode(), usedforsecurity=False).hexdigest()
         for name, v in states.items()
     }
+
+
+def wait_ready(loops: Iterable[BlockingLoop], timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    return all(loop.ready.wait(max(0.0, deadline - time.monotonic())) for loop in loops)
 
 
 def _notifier(notify: Callable[[set[str]], None], keys: set[str]) -> Callable[[Any], None]:
@@ -256,6 +265,11 @@ class DependencyWatch:
         for item in self.loops:
             item.start()
         return self
+
+    def wait_ready(self, timeout: float = 5.0) -> bool:
+        """Wait until every loop has its starting index: act on Consul's state only after this, and a change made
+        meanwhile cannot slip between the read and the watch."""
+        return wait_ready(self.loops, timeout)
 
     def stop(self) -> None:
         for item in self.loops:

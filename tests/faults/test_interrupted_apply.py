@@ -17,7 +17,7 @@ from manifest_runner.devagent import DevAgent
 from manifest_runner.errors import ConsulUnavailable
 from manifest_runner.loader import load_manifests
 from manifest_runner.reconcile import converge
-from manifest_runner.settings import ConsulSettings
+from manifest_runner.settings import ConsulConfig
 from tests.integration.helpers import call, kv_value, run_cli, write
 
 pytestmark = pytest.mark.consul
@@ -28,7 +28,7 @@ class FailingAfter(ConsulClient):
     """The real client, whose transport gives out after ``writes`` write transactions (a fault we inject into our
     own code, not a stand-in for Consul: every request that is sent goes to the real agent)."""
 
-    def __init__(self, settings: ConsulSettings, writes: int) -> None:
+    def __init__(self, settings: ConsulConfig, writes: int) -> None:
         super().__init__(settings)
         self.left = writes
         self.guard = threading.Lock()  # transactions run in parallel threads
@@ -47,7 +47,7 @@ def test_an_interrupted_apply_is_completed_by_the_next(consul: DevAgent, tmp_pat
     body = "\n".join(f"    k{i:03d}: {i}" for i in range(KEYS))
     path = write(tmp_path, "m.yaml", f"version: 1\nowner: {owner}\nkv:\n  prefix: {owner}/\n  enforce:\n{body}\n")
     desired = desired_state(owner, [load_manifests([path], {}).manifests[0].manifest])
-    settings = ConsulSettings.from_sources({"http_addr": consul.http_addr}, {})
+    settings = ConsulConfig.from_sources({"http_addr": consul.http_addr}, {})
 
     outcome = converge(FailingAfter(settings, writes=2), desired)
     report = outcome.report
@@ -82,7 +82,7 @@ def test_a_crash_right_after_the_journal_keeps_prune_exact(consul: DevAgent, tmp
     body = "\n".join(f"    k{i:03d}: {i}" for i in range(KEYS))
     path = write(tmp_path, "m.yaml", f"version: 1\nowner: {owner}\nkv:\n  prefix: {owner}/\n  enforce:\n{body}\n")
     desired = desired_state(owner, [load_manifests([path], {}).manifests[0].manifest])
-    settings = ConsulSettings.from_sources({"http_addr": consul.http_addr}, {})
+    settings = ConsulConfig.from_sources({"http_addr": consul.http_addr}, {})
     converge(FailingAfter(settings, writes=1), desired)
     write(tmp_path, "m.yaml", f"version: 1\nowner: {owner}\nkv:\n  prefix: {owner}/\n  enforce: {{k000: 0}}\n")
     result = run_cli(consul, "apply", "--prune", str(path))

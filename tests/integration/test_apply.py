@@ -14,7 +14,7 @@ from manifest_runner.desired import desired_state
 from manifest_runner.devagent import DevAgent
 from manifest_runner.loader import load_manifests
 from manifest_runner.reconcile import converge
-from manifest_runner.settings import ConsulSettings
+from manifest_runner.settings import ConsulConfig
 from manifest_runner.state import OwnershipRecord
 from tests.integration.helpers import (
     checks,
@@ -171,7 +171,7 @@ def test_an_unchanged_apply_sends_no_write(consul: DevAgent, tmp_path: Path, uni
     path = write(tmp_path, "m.yaml", manifest(owner))
     assert run_cli(consul, "apply", str(path)).exit_code == EXIT_OK
     before = indexes(consul)
-    client = ConsulClient(ConsulSettings.from_sources({"http_addr": consul.http_addr}, {}))
+    client = ConsulClient(ConsulConfig.from_sources({"http_addr": consul.http_addr}, {}))
     desired = desired_state(owner, [load_manifests([path], {}).manifests[0].manifest])
     outcome = converge(client, desired)
     assert outcome.report is None
@@ -302,7 +302,7 @@ def test_many_keys_go_in_transactions_under_the_op_limit(consul: DevAgent, tmp_p
     owner = f"big-{unique}"
     body = "\n".join(f"    k{i:03d}: {i}" for i in range(150))
     path = write(tmp_path, "m.yaml", f"version: 1\nowner: {owner}\nkv:\n  prefix: {owner}/\n  enforce:\n{body}\n")
-    client = ConsulClient(ConsulSettings.from_sources({"http_addr": consul.http_addr}, {}))
+    client = ConsulClient(ConsulConfig.from_sources({"http_addr": consul.http_addr}, {}))
     desired = desired_state(owner, [load_manifests([path], {}).manifests[0].manifest])
     outcome = converge(client, desired)
     assert outcome.report is not None and outcome.report.ok

@@ -19,14 +19,14 @@ from manifest_runner.consul.client import ConsulClient
 from manifest_runner.devagent import DevAgent, free_port
 from manifest_runner.loader import load_manifests
 from manifest_runner.resolve import Resolver
-from manifest_runner.settings import ConsulSettings
+from manifest_runner.settings import ConsulConfig
 from tests.integration.helpers import call, kv_put, register, run_process, write
 
 pytestmark = pytest.mark.consul
 
 
 def client_for(agent: DevAgent) -> ConsulClient:
-    return ConsulClient(ConsulSettings.from_sources({"http_addr": agent.http_addr}, {}))
+    return ConsulClient(ConsulConfig.from_sources({"http_addr": agent.http_addr}, {}))
 
 
 def instances(agent: DevAgent, service: str, specs: list[tuple[str, int, str, dict[str, int] | None]]) -> None:

@@ -7,13 +7,13 @@ from pathlib import Path
 import pytest
 
 from manifest_runner.errors import SettingsError
-from manifest_runner.settings import ConsulSettings, Endpoint
+from manifest_runner.settings import ConsulConfig, Endpoint
 
 CANARY = "canary-token-5d41402abc4b2a76"
 
 
-def settings(flags: dict[str, object] | None = None, **env: str) -> ConsulSettings:
-    return ConsulSettings.from_sources(flags, env)
+def settings(flags: dict[str, object] | None = None, **env: str) -> ConsulConfig:
+    return ConsulConfig.from_sources(flags, env)
 
 
 @pytest.mark.parametrize(
@@ -93,3 +93,43 @@ def test_invalid_values_are_settings_errors_naming_the_variable() -> None:
         settings(CONSUL_MANIFEST_TIMEOUT="-1")
     with pytest.raises(SettingsError, match="CONSUL_HTTP_SSL_VERIFY"):
         settings(CONSUL_HTTP_SSL_VERIFY="maybe")
+
+
+def test_consul_settings_reads_the_same_contract_the_pydantic_settings_way(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from manifest_runner import ConsulSettings
+
+    env = {
+        "CONSUL_HTTP_ADDR": "https://consul.local:8501",
+        "CONSUL_HTTP_TOKEN": CANARY,
+        "CONSUL_DATACENTER": "dc7",
+        "CONSUL_MANIFEST_TIMEOUT": "2.5",
+        "CONSUL_HTTP_SSL_VERIFY": "false",
+    }
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    settings = ConsulSettings()
+    assert settings.model_dump() == ConsulConfig.from_sources(None, env).model_dump()
+    assert settings.endpoint() == Endpoint("https", "consul.local", 8501)
+    assert settings.resolved_token() == CANARY
+    assert CANARY not in repr(settings)
+    assert ConsulSettings(http_addr="10.0.0.1:1").http_addr == "10.0.0.1:1"  # arguments beat the environment
+    dotenv = tmp_path / ".env"
+    dotenv.write_text("CONSUL_DATACENTER=dc9\n")
+    monkeypatch.delenv("CONSUL_DATACENTER")
+    assert ConsulSettings(_env_file=dotenv).datacenter == "dc9"  # type: ignore[call-arg]
+
+
+def test_the_command_line_does_not_import_pydantic_settings() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from click.testing import CliRunner; from manifest_runner.cli import cli; "
+        "r = CliRunner().invoke(cli, ['plan', '--http-addr', '127.0.0.1:1', 'examples/quickstart.yaml']); "
+        "print(r.exit_code, 'pydantic_settings' in sys.modules)"
+    )
+    root = Path(__file__).parent.parent.parent
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root, check=True)
+    assert out.stdout.split() == ["4", "False"]
