@@ -160,6 +160,7 @@ def _loop(
     events: queue.Queue[tuple[str, Any]],
     child: Child,
     resolve: Callable[[], Resolution],
+    *,
     manifest_set: ManifestSet,
     reload_number: int | None,
     debounce: float,
