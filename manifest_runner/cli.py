@@ -583,7 +583,20 @@ def _exec_watch(
     is_flag=True,
     help="Also remove the owner's KV keys no longer declared (services are always pruned by run).",
 )
-@click.option("--resync", type=float, default=30.0, show_default=True, help="Seconds between full resyncs.")
+@click.option(
+    "--resync",
+    type=float,
+    default=30.0,
+    show_default=True,
+    help="Seconds between full resyncs of the manifests with Consul.",
+)
+@click.option(
+    "--dependency-resync",
+    type=float,
+    default=300.0,
+    show_default=True,
+    help="Seconds between resolutions of every dependency, whatever the watches said.",
+)
 @click.option("--lock-timeout", type=float, default=60.0, show_default=True)
 @click.option("--listen", help="Serve /healthz and /metrics on this loopback address, e.g. 127.0.0.1:9090.")
 @click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True)
@@ -606,6 +619,7 @@ def run(
     arguments: tuple[str, ...],
     prune: bool,
     resync: float,
+    dependency_resync: float,
     lock_timeout: float,
     listen: str | None,
     log_format: str,
@@ -640,6 +654,7 @@ def run(
     options = RunOptions(
         prune=prune,
         resync=resync,
+        dependency_resync=dependency_resync,
         lock_timeout=lock_timeout,
         budget=budget,
         listen=listen,

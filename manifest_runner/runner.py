@@ -56,6 +56,9 @@ log = logging.getLogger("consul_manifest.run")
 class RunOptions:
     prune: bool = False
     resync: float = 30.0
+    dependency_resync: float = 300.0
+    """Every this many seconds, every dependency is resolved again, whatever the watches said (one request each:
+    with a thousand dependencies, that is a thousand requests, so it is rarer than the resync of the manifests)."""
     debounce: float = 0.05
     lock_timeout: float = 60.0
     budget: float = 5.0
@@ -99,6 +102,7 @@ class Runner:
         self.retry_at: float | None = None
         self.backoff = options.backoff_start
         self.next_resync = time.monotonic() + options.resync
+        self.next_dependency_resync = time.monotonic() + options.dependency_resync
         self.first_sync_done = False
         self.node: str | None = None
         self._stop_files = threading.Event()
@@ -154,7 +158,8 @@ class Runner:
                     self.next_resync = now + self.options.resync
                     self._check_node()
                 self._converge_all()
-                if resync:
+                if resync and now >= self.next_dependency_resync:
+                    self.next_dependency_resync = now + self.options.dependency_resync
                     self._resolve(None)
             self._child_update()
 
@@ -215,7 +220,7 @@ class Runner:
             folders = sorted({str(Path(p) if Path(p).is_dir() else Path(p).parent) for p in self.paths})
             try:
                 for changes in watch(
-                    *folders, stop_event=self._stop_files, debounce=50, step=20, recursive=False, raise_interrupt=False
+                    *folders, stop_event=self._stop_files, debounce=50, step=100, recursive=False, raise_interrupt=False
                 ):
                     if any(self._relevant(Path(changed)) for _, changed in changes):
                         self.events.put(("files", None))
