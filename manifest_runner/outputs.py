@@ -8,7 +8,9 @@ docker, use the ``docker`` format (bare values; a value with a newline is refuse
 
 Files are replaced atomically: a temporary file in the same folder, written, fsynced, given the old file's mode
 (or the requested one), renamed over the old one, and the folder fsynced. A file whose bytes would not change is
-not touched at all. A reader never sees a partial or empty file.
+not touched at all. A reader never sees a partial or empty file. A symbolic link is followed (its target is
+replaced, the link kept); a target that is not a regular file (``/dev/stdout``, a FIFO) is written to, never
+replaced.
 """
 
 from __future__ import annotations
@@ -108,6 +110,16 @@ def write_atomic(path: str | Path, data: str | bytes, mode: int | None = None) -
     """
     target = Path(path)
     payload = data.encode("utf-8") if isinstance(data, str) else data
+    if target.is_symlink():
+        target = Path(os.path.realpath(target))  # replace what the link points to, and keep the link
+    try:
+        kind = target.stat().st_mode
+    except FileNotFoundError:
+        kind = None
+    except OSError as err:
+        raise OutputError(f"cannot read {target}: {err.strerror or err}") from None
+    if kind is not None and not stat.S_ISREG(kind):
+        return _write_through(target, payload)  # /dev/stdout, a FIFO: never replaced by a regular file
     try:
         if target.read_bytes() == payload:
             return False
@@ -140,6 +152,15 @@ def write_atomic(path: str | Path, data: str | bytes, mode: int | None = None) -
         if tmp_name is not None:
             with contextlib.suppress(OSError):
                 Path(tmp_name).unlink()
+    return True
+
+
+def _write_through(target: Path, payload: bytes) -> bool:
+    try:
+        with target.open("wb") as stream:
+            stream.write(payload)
+    except OSError as err:
+        raise OutputError(f"cannot write {target}: {err.strerror or err}") from None
     return True
 
 

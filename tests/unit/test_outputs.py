@@ -3,7 +3,9 @@ the old one."""
 
 from __future__ import annotations
 
+import os
 import shutil
+import stat
 import subprocess
 import threading
 from pathlib import Path
@@ -141,3 +143,27 @@ def test_format_for_file_names() -> None:
         "env",
         "env",
     ]
+
+
+def test_a_device_or_fifo_is_written_to_never_replaced(tmp_path: Path) -> None:
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    received: list[bytes] = []
+    reader = threading.Thread(target=lambda: received.append(fifo.read_bytes()))
+    reader.start()
+    assert write_atomic(fifo, "A=1\n") is True
+    reader.join(10)
+    assert received == [b"A=1\n"]
+    assert stat.S_ISFIFO(fifo.stat().st_mode)  # still a FIFO
+    assert write_atomic("/dev/null", "x") is True
+    assert stat.S_ISCHR(Path("/dev/null").stat().st_mode)
+
+
+def test_a_symlink_is_followed_and_kept(tmp_path: Path) -> None:
+    real = tmp_path / "real.env"
+    real.write_text("old")
+    link = tmp_path / "link.env"
+    link.symlink_to(real)
+    assert write_atomic(link, "new") is True
+    assert link.is_symlink()
+    assert real.read_text() == "new"
