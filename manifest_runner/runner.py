@@ -220,7 +220,7 @@ class Runner:
             folders = sorted({str(Path(p) if Path(p).is_dir() else Path(p).parent) for p in self.paths})
             try:
                 for changes in watch(
-                    *folders, stop_event=self._stop_files, debounce=50, step=100, recursive=False, raise_interrupt=False
+                    *folders, stop_event=self._stop_files, debounce=50, step=50, recursive=False, raise_interrupt=False
                 ):
                     if any(self._relevant(Path(changed)) for _, changed in changes):
                         self.events.put(("files", None))
