@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from manifest_runner._version import __version__
 
 if TYPE_CHECKING:
+    from manifest_runner.election import Election
     from manifest_runner.errors import (
         ApplyFailed,
         ConsulError,
@@ -27,7 +28,7 @@ if TYPE_CHECKING:
         SettingsError,
     )
     from manifest_runner.loader import LoadedManifest, ManifestSet, load_manifests
-    from manifest_runner.registry import ConsulRegistry, Election, ServiceNotFound
+    from manifest_runner.registry import ConsulRegistry, ServiceNotFound
     from manifest_runner.schema import Manifest
     from manifest_runner.settings import ConsulConfig
     from manifest_runner.settings_env import ConsulSettings
@@ -35,7 +36,7 @@ if TYPE_CHECKING:
 _LAZY = {
     "ApplyFailed": "manifest_runner.errors",
     "ConsulRegistry": "manifest_runner.registry",
-    "Election": "manifest_runner.registry",
+    "Election": "manifest_runner.election",
     "ServiceNotFound": "manifest_runner.registry",
     "ConsulError": "manifest_runner.errors",
     "ConsulRefused": "manifest_runner.errors",

@@ -20,7 +20,8 @@ from manifest_runner.errors import Problem
 from manifest_runner.schema import effective_service_id
 
 if TYPE_CHECKING:
-    from manifest_runner.loader import LoadedManifest, PathKey
+    from manifest_runner.diagnostics import PathKey
+    from manifest_runner.loader import LoadedManifest
 
 #: Where the runner keeps its own records (ownership, locks); manifests may not write under it.
 STATE_PREFIX = "consul-manifest/"

@@ -1,0 +1,38 @@
+"""The ``consul-manifest`` command line: argument parsing and exit codes only, no business logic.
+
+One module a family of commands: :mod:`.manifests` (validate, schema, agent), :mod:`.changes` (plan, apply,
+destroy), :mod:`.boot` (render, exec), :mod:`.run` (run); what they share is in :mod:`.common`.
+"""
+
+from __future__ import annotations
+
+from manifest_runner.cli import boot, changes, manifests, run
+from manifest_runner.cli.common import (
+    EXIT_CHANGES,
+    EXIT_CONSUL,
+    EXIT_FAILED,
+    EXIT_INVALID,
+    EXIT_OK,
+    cli,
+    exit_code_for,
+)
+
+__all__ = [
+    "EXIT_CHANGES",
+    "EXIT_CONSUL",
+    "EXIT_FAILED",
+    "EXIT_INVALID",
+    "EXIT_OK",
+    "boot",
+    "changes",
+    "cli",
+    "exit_code_for",
+    "main",
+    "manifests",
+    "run",
+]
+
+
+def main() -> None:
+    """Console-script entry point."""
+    cli(prog_name="consul-manifest")

@@ -1,0 +1,108 @@
+"""run: apply, then keep converged."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+from manifest_runner.cli.common import (
+    boot_connection_options,
+    boot_options,
+    cli,
+    client_or_exit,
+    load_or_exit,
+    split_command,
+    split_connection,
+)
+
+
+@cli.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@click.option(
+    "--prune",
+    is_flag=True,
+    help="Also remove the owner's KV keys no longer declared (services are always pruned by run).",
+)
+@click.option(
+    "--resync",
+    type=float,
+    default=30.0,
+    show_default=True,
+    help="Seconds between full resyncs of the manifests with Consul.",
+)
+@click.option(
+    "--dependency-resync",
+    type=float,
+    default=300.0,
+    show_default=True,
+    help="Seconds between resolutions of every dependency, whatever the watches said.",
+)
+@click.option("--lock-timeout", type=float, default=60.0, show_default=True)
+@click.option("--listen", help="Serve /healthz and /metrics on this loopback address, e.g. 127.0.0.1:9090.")
+@click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.option(
+    "--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info", show_default=True
+)
+@click.option("--signal", "reload_signal", help="With a command: send this signal on a change instead of restarting.")
+@click.option(
+    "--debounce",
+    type=float,
+    default=1.0,
+    show_default=True,
+    help="With a command: seconds of quiet after a change before restarting or signalling it.",
+)
+@click.option("--grace", type=float, default=10.0, show_default=True)
+@boot_options
+@boot_connection_options
+@click.argument("arguments", nargs=-1, type=click.UNPROCESSED, metavar="PATH... [-- CMD [ARG...]]")
+def run(
+    arguments: tuple[str, ...],
+    prune: bool,
+    resync: float,
+    dependency_resync: float,
+    lock_timeout: float,
+    listen: str | None,
+    log_format: str,
+    log_level: str,
+    reload_signal: str | None,
+    debounce: float,
+    grace: float,
+    budget: float,
+    cache_dir: str | None,
+    no_cache: bool,
+    offline: bool,
+    **kwargs: Any,
+) -> None:
+    """Apply, then keep converged: watch the manifest files and Consul, re-apply on drift, heartbeat TTL checks,
+    re-render the outputs when a dependency changes; optionally supervise a command given after --.
+
+    SIGHUP reloads the manifests; SIGTERM and SIGINT stop cleanly (services with on_exit: deregister are
+    deregistered), exit 0. Options go before the manifest paths.
+    """
+    from pathlib import Path
+
+    from manifest_runner.cache import default_cache_dir
+    from manifest_runner.runner import Runner, RunOptions
+    from manifest_runner.status import configure_logging
+
+    if offline:
+        raise click.UsageError("run needs Consul: --offline is for render and exec")
+    paths, command = split_command(arguments)
+    configure_logging(log_format, log_level)
+    manifest_set = load_or_exit(paths)
+    client = client_or_exit(split_connection(kwargs))
+    options = RunOptions(
+        prune=prune,
+        resync=resync,
+        dependency_resync=dependency_resync,
+        lock_timeout=lock_timeout,
+        budget=budget,
+        listen=listen,
+        cache_dir=None if no_cache else Path(cache_dir) if cache_dir else default_cache_dir(),
+        command=list(command) or None,
+        reload_signal=reload_signal,
+        child_debounce=debounce,
+        grace=grace,
+    )
+    sys.exit(Runner(manifest_set, paths, client, options).run())
