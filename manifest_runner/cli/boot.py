@@ -11,6 +11,7 @@ from manifest_runner.cli.common import (
     PATHS,
     boot_connection_options,
     boot_options,
+    child_options,
     cli,
     client_or_exit,
     fail,
@@ -73,21 +74,7 @@ def render(
 
 @cli.command("exec", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
 @click.option("--watch", is_flag=True, help="Keep watching Consul; on a change, restart the command (or signal it).")
-@click.option("--signal", "reload_signal", help="With --watch: send this signal (e.g. SIGHUP) instead of restarting.")
-@click.option(
-    "--debounce",
-    type=float,
-    default=1.0,
-    show_default=True,
-    help="With --watch: seconds of quiet after a change before acting on it.",
-)
-@click.option(
-    "--grace",
-    type=float,
-    default=10.0,
-    show_default=True,
-    help="With --watch: seconds a child has to exit after SIGTERM on restart before SIGKILL.",
-)
+@child_options
 @boot_options
 @boot_connection_options
 @click.argument("arguments", nargs=-1, type=click.UNPROCESSED, metavar="PATH... -- CMD [ARG...]")

@@ -234,3 +234,33 @@ def resolve_or_exit(
     except ManifestRunnerError as err:
         fail(err)
     return manifest_set, resolution
+
+
+CHILD_OPTIONS = [
+    click.option(
+        "--signal",
+        "reload_signal",
+        help="On a change, send the command this signal (e.g. SIGHUP) instead of restarting it.",
+    ),
+    click.option(
+        "--debounce",
+        type=float,
+        default=1.0,
+        show_default=True,
+        help="Seconds of quiet after a change before restarting or signalling the command.",
+    ),
+    click.option(
+        "--grace",
+        type=float,
+        default=10.0,
+        show_default=True,
+        help="Seconds the command has to exit after SIGTERM on a restart, before SIGKILL.",
+    ),
+]
+
+
+def child_options(func: F) -> F:
+    """The options of a supervised command (exec --watch, run -- CMD)."""
+    for option in reversed(CHILD_OPTIONS):
+        func = option(func)
+    return func

@@ -10,6 +10,7 @@ import click
 from manifest_runner.cli.common import (
     boot_connection_options,
     boot_options,
+    child_options,
     cli,
     client_or_exit,
     load_or_exit,
@@ -44,15 +45,7 @@ from manifest_runner.cli.common import (
 @click.option(
     "--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info", show_default=True
 )
-@click.option("--signal", "reload_signal", help="With a command: send this signal on a change instead of restarting.")
-@click.option(
-    "--debounce",
-    type=float,
-    default=1.0,
-    show_default=True,
-    help="With a command: seconds of quiet after a change before restarting or signalling it.",
-)
-@click.option("--grace", type=float, default=10.0, show_default=True)
+@child_options
 @boot_options
 @boot_connection_options
 @click.argument("arguments", nargs=-1, type=click.UNPROCESSED, metavar="PATH... [-- CMD [ARG...]]")
