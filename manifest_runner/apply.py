@@ -244,7 +244,7 @@ def _journal_one(client: ConsulClient, owner: str, batch: list[Action]) -> tuple
         limit = failure.cause.limit
     indexes: dict[str, int] = {}
     entries = 0
-    for part in kv_batches(batch, limit + 1):  # +1: no slot is needed for a record here
+    for part in kv_batches(batch, limit):
         part_indexes, part_entries = _journal_one(client, owner, part)
         indexes.update(part_indexes)
         entries += part_entries

@@ -89,3 +89,21 @@ def test_a_crash_right_after_the_journal_keeps_prune_exact(consul: DevAgent, tmp
     assert result.exit_code == 0, result.output
     _, _, keys = call(consul, "GET", f"/v1/kv/{owner}/?keys")
     assert keys == [f"{owner}/k000"]
+
+
+def test_a_server_op_limit_below_the_assumed_one_is_learnt_from_its_413(
+    consul: DevAgent, tmp_path: Path, unique: str
+) -> None:
+    """Consul 1.8 takes 64 operations a transaction. A client that assumed 128 (as for Consul >= 1.14) gets a 413
+    naming the limit, which rolls nothing back because nothing was applied: it splits and goes on."""
+    owner = f"limit-{unique}"
+    body = "\n".join(f"    k{i:03d}: {i}" for i in range(200))
+    path = write(tmp_path, "m.yaml", f"version: 1\nowner: {owner}\nkv:\n  prefix: {owner}/\n  enforce:\n{body}\n")
+    desired = desired_state(owner, [load_manifests([path], {}).manifests[0].manifest])
+    client = ConsulClient(ConsulConfig.from_sources({"http_addr": consul.http_addr}, {}))
+    client._op_limit = 128  # what the version of a newer server would have said
+    outcome = converge(client, desired)
+    assert outcome.report is not None and outcome.report.ok, outcome.report
+    assert client.op_limit() == 64  # learnt from "Transaction contains too many operations (128 > 64)"
+    assert kv_value(consul, f"{owner}/k199") == b"199"
+    assert run_cli(consul, "plan", "--detailed-exitcode", str(path)).exit_code == 0
