@@ -208,7 +208,7 @@ def _apply_kv(client: ConsulClient, plan: Plan, actions: list[Action], done: Cal
             if not isinstance(failure.cause, TxnTooLarge):
                 raise
             # the server takes fewer operations than its version suggested: journal these too, then the record
-            created, written = _journalled(client, plan.owner, kv_batches(last, failure.cause.limit + 1), done)
+            created, written = _journalled(client, plan.owner, kv_batches(last, failure.cause.limit), done)
             journal += written
             owned = _owned_after(owned, last) | created
             last = []
