@@ -22,6 +22,7 @@ from manifest_runner.consul.client import TXN_BODY_LIMIT, ConsulClient, TxnFaile
 from manifest_runner.consul.observe import journal_prefix, record_key
 from manifest_runner.errors import ConsulError
 from manifest_runner.plan import Action, Plan
+from manifest_runner.planview import SYMBOLS
 from manifest_runner.state import OwnershipRecord, journal_entry
 
 Status = Literal["done", "failed", "skipped"]
@@ -36,7 +37,7 @@ class ActionResult:
     error: str | None = None
 
     def line(self) -> str:
-        symbol = {"create": "+", "update": "~", "delete": "-", "conflict": "!"}[self.action.op]
+        symbol = SYMBOLS[self.action.op]
         text = f"{symbol} {self.action.kind} {self.action.target}"
         if self.status == "done":
             return f"{text}: {_past(self.action.op)}"

@@ -27,6 +27,9 @@ class Resolution:
 
     by_manifest: dict[Path, list[Resolved]] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    """Values that did not come from Consul, and cache problems: what render and exec print."""
+    cache_problems: list[str] = field(default_factory=list)
+    """The cache could not be read or written (also in ``warnings``): what run logs as a warning."""
 
     @property
     def all(self) -> list[Resolved]:
@@ -43,21 +46,30 @@ def resolve_set(
     cache_dir: Path | None,
     budget: Budget,
     resolvers: dict[str, Resolver] | None = None,
+    *,
+    only: Mapping[Path, set[str]] | None = None,
 ) -> Resolution:
-    """Resolve every manifest's dependencies within one budget; the cache is per owner."""
+    """Resolve every manifest's dependencies within one budget; the cache is per owner. With ``only``, just the
+    named dependencies of the manifests it names (the others are not in the result)."""
     resolution = Resolution()
     resolvers = resolvers if resolvers is not None else {}
     for owner in manifest_set.owners:
+        selected = [m for m in manifest_set.of_owner(owner) if only is None or only.get(m.file)]
+        if not selected:
+            continue
         resolver = resolvers.get(owner)
         if resolver is None:
             resolver = resolvers[owner] = Resolver(client, LastKnownGood(cache_dir, owner))
-        if resolver.cache.problem:
-            resolution.warnings.append(resolver.cache.problem)
-        for loaded in manifest_set.of_owner(owner):
-            resolution.by_manifest[loaded.file] = resolver.resolve(loaded.manifest.dependencies, budget)
+            if resolver.cache.problem:  # said once, when the cache is first read
+                resolution.cache_problems.append(resolver.cache.problem)
+        for loaded in selected:
+            names = None if only is None else only[loaded.file]
+            dependencies = {n: d for n, d in loaded.manifest.dependencies.items() if names is None or n in names}
+            resolution.by_manifest[loaded.file] = resolver.resolve(dependencies, budget)
         problem = resolver.cache.save()
         if problem:
-            resolution.warnings.append(problem)
+            resolution.cache_problems.append(problem)
+    resolution.warnings.extend(resolution.cache_problems)
     for item in resolution.all:
         if item.source == "cache":
             resolution.warnings.append(

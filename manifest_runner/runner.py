@@ -32,10 +32,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from manifest_runner.boot import Resolution, child_environment, write_outputs
-from manifest_runner.cache import LastKnownGood
+from manifest_runner.boot import Resolution, child_environment, resolve_set, write_outputs
 from manifest_runner.consul.client import ConsulClient
-from manifest_runner.consul.observe import observe
+from manifest_runner.consul.observe import services_filter
 from manifest_runner.consul.watch import BlockingLoop, DependencyWatch, kv_fetch, path_fetch, wait_ready
 from manifest_runner.desired import desired_state
 from manifest_runner.errors import ConsulError, ManifestError, ManifestRunnerError
@@ -392,27 +391,27 @@ class Runner:
         """Resolve again the dependencies named in ``keys`` (all when None), and rewrite the outputs of the
         manifests where a value changed. Only the named dependencies cost a request."""
         started = time.monotonic()
-        wanted: dict[str, set[str]] = {}
-        for key in keys or ():
-            file, _, name = key.partition("::")
-            wanted.setdefault(file, set()).add(name)
-        budget = Budget.of(self.options.budget)
-        changed: list[LoadedManifest] = []
-        for loaded in self.manifests.manifests:
-            names = None if keys is None else wanted.get(str(loaded.file))
-            if keys is not None and not names:
-                continue  # a manifest none of whose dependencies changed
-            resolver = self.resolvers.get(loaded.owner)
-            if resolver is None:
-                resolver = self.resolvers[loaded.owner] = Resolver(
-                    self.client, LastKnownGood(self.options.cache_dir, loaded.owner)
-                )
-            dependencies = {n: d for n, d in loaded.manifest.dependencies.items() if names is None or n in names}
-            if self._record_outcomes(loaded.file, resolver.resolve(dependencies, budget)):
-                changed.append(loaded)
-            problem = resolver.cache.save()
-            if problem:
-                log.warning("%s", problem)
+        only: dict[Path, set[str]] | None = None
+        if keys is not None:
+            only = {}
+            for key in keys:
+                file, _, name = key.partition("::")
+                only.setdefault(Path(file), set()).add(name)
+        resolution = resolve_set(
+            self.manifests,
+            self.client,
+            self.options.cache_dir,
+            Budget.of(self.options.budget),
+            self.resolvers,
+            only=only,
+        )
+        for problem in resolution.cache_problems:
+            log.warning("%s", problem)
+        changed = [
+            m
+            for m in self.manifests.manifests
+            if m.file in resolution.by_manifest and self._record_outcomes(m.file, resolution.by_manifest[m.file])
+        ]
         for loaded in changed:
             self._render(loaded)
         if keys is not None and changed:
@@ -478,7 +477,7 @@ class Runner:
             if not leaving:
                 continue
             try:
-                mine = observe(self.client, DesiredState(owner, desired.services)).owned_services()
+                mine = self.client.agent_services(services_filter(owner, ()))  # this owner's, on this agent
                 for service_id in sorted(leaving & set(mine)):
                     self.client.deregister_service(service_id)
                     log.info("%s: deregistered %s (on_exit: deregister)", owner, service_id)

@@ -169,11 +169,3 @@ def _settings_message(err: ValidationError) -> str:
         alias = ConsulConfig.model_fields[field].validation_alias if field in ConsulConfig.model_fields else None
         parts.append(f"{alias or field}: {item['msg']}")
     return "invalid settings: " + "; ".join(parts)
-
-
-def __getattr__(name: str) -> Any:
-    if name == "ConsulSettings":  # pydantic-settings is imported only by those who ask for it
-        from manifest_runner.settings_env import ConsulSettings
-
-        return ConsulSettings
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

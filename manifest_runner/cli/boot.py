@@ -11,6 +11,7 @@ from manifest_runner.cli.common import (
     PATHS,
     boot_connection_options,
     boot_options,
+    cache_folder,
     child_options,
     cli,
     client_or_exit,
@@ -139,9 +140,7 @@ def _exec_watch(
     debounce: float,
     grace: float,
 ) -> int:
-    from pathlib import Path
 
-    from manifest_runner.cache import default_cache_dir
     from manifest_runner.errors import ManifestRunnerError
     from manifest_runner.supervise import signal_number, supervise
 
@@ -151,7 +150,7 @@ def _exec_watch(
         raise click.BadParameter(f"unknown signal {reload_signal!r}", param_hint="--signal") from None
     manifest_set = load_or_exit(paths)
     client = None if offline else client_or_exit(connection)
-    folder = None if no_cache else Path(cache_dir) if cache_dir else default_cache_dir()
+    folder = cache_folder(cache_dir, no_cache)
     try:
         return supervise(
             manifest_set,

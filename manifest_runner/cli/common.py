@@ -216,16 +216,14 @@ def resolve_or_exit(
 ) -> tuple[Any, Any]:
     """Validate, then resolve every dependency within ``budget`` seconds; print warnings; exit 1 when a required
     dependency resolved from nothing (naming each one)."""
-    from pathlib import Path
 
     from manifest_runner.boot import require_all, resolve_set
-    from manifest_runner.cache import default_cache_dir
     from manifest_runner.errors import ManifestRunnerError
     from manifest_runner.resolve import Budget
 
     manifest_set = load_or_exit(paths)
     client = None if offline else client_or_exit(connection)
-    folder = None if no_cache else Path(cache_dir) if cache_dir else default_cache_dir()
+    folder = cache_folder(cache_dir, no_cache)
     resolution = resolve_set(manifest_set, client, folder, Budget.of(budget))
     for warning in resolution.warnings:
         click.echo(f"warning: {warning}", err=True)
@@ -264,3 +262,14 @@ def child_options(func: F) -> F:
     for option in reversed(CHILD_OPTIONS):
         func = option(func)
     return func
+
+
+def cache_folder(cache_dir: str | None, no_cache: bool) -> Any:
+    """Where last known good values are kept: --cache-dir, else the default (env, XDG); None with --no-cache."""
+    from pathlib import Path
+
+    from manifest_runner.cache import default_cache_dir
+
+    if no_cache:
+        return None
+    return Path(cache_dir) if cache_dir else default_cache_dir()

@@ -10,6 +10,7 @@ import click
 from manifest_runner.cli.common import (
     boot_connection_options,
     boot_options,
+    cache_folder,
     child_options,
     cli,
     client_or_exit,
@@ -73,9 +74,7 @@ def run(
     SIGHUP reloads the manifests; SIGTERM and SIGINT stop cleanly (services with on_exit: deregister are
     deregistered), exit 0. Options go before the manifest paths.
     """
-    from pathlib import Path
 
-    from manifest_runner.cache import default_cache_dir
     from manifest_runner.runner import Runner, RunOptions
     from manifest_runner.status import configure_logging
 
@@ -92,7 +91,7 @@ def run(
         lock_timeout=lock_timeout,
         budget=budget,
         listen=listen,
-        cache_dir=None if no_cache else Path(cache_dir) if cache_dir else default_cache_dir(),
+        cache_dir=cache_folder(cache_dir, no_cache),
         command=list(command) or None,
         reload_signal=reload_signal,
         child_debounce=debounce,
