@@ -60,19 +60,8 @@ def routable_address(endpoint: Endpoint) -> str:
 
 
 def instance_dict(instance: Instance) -> dict[str, Any]:
-    """The shape discover_service returns: the seed's keys (id, address, port, tags) and more."""
-    return {
-        "id": instance.id,
-        "name": instance.service,
-        "address": instance.address,
-        "port": instance.port,
-        "tags": list(instance.tags),
-        "meta": dict(instance.meta),
-        "status": instance.status,
-        "node": instance.node,
-        "datacenter": instance.datacenter,
-        "weights": {"passing": instance.weights[0], "warning": instance.weights[1]},
-    }
+    """The shape discover_service returns: the seed's keys (id, address, port, tags), ``name``, and more."""
+    return {**instance.to_json(), "name": instance.service}
 
 
 def healthy(entries: list[dict[str, Any]], datacenter: str | None, passing_only: bool) -> list[Instance]:
@@ -168,12 +157,6 @@ class Discovery:
             previous.stop()
         loop.start()
         return handle
-
-    def unwatch(self, handle: ServiceWatch) -> None:
-        handle.stop()
-        with self._lock:
-            if self._watches.get(handle.key) is handle:
-                del self._watches[handle.key]
 
     def stop_all(self) -> None:
         with self._lock:

@@ -36,8 +36,3 @@ def decode(data: bytes | None, flags: int) -> Any:
         return raw.decode("utf-8")
     except UnicodeDecodeError:
         return None
-
-
-def is_ours(flags: int) -> bool:
-    """Whether the flags carry our encoding marker (written by consul-manifest or ConsulRegistry)."""
-    return flags & FLAG_MASK == FLAG_MARK

@@ -81,10 +81,6 @@ class Plan:
         return tuple(a for a in self.actions if a.op == "conflict")
 
     @property
-    def writes(self) -> tuple[Action, ...]:
-        return tuple(a for a in self.actions if a.op != "conflict")
-
-    @property
     def record_changes(self) -> bool:
         """Whether the record must be rewritten: its keys change, or a journal is left to consolidate."""
         if self.record_before is None:

@@ -226,11 +226,6 @@ class ConsulClient:
         _, _, body = self.call("GET", "/v1/agent/services", params)
         return dict(body or {})
 
-    def agent_checks(self, filter_expr: str | None = None) -> dict[str, dict[str, Any]]:
-        params = [("filter", filter_expr)] if filter_expr else []
-        _, _, body = self.call("GET", "/v1/agent/checks", params)
-        return dict(body or {})
-
     def register_service(self, payload: Mapping[str, Any]) -> None:
         self.call("PUT", "/v1/agent/service/register", [("replace-existing-checks", "true")], json.dumps(payload))
 

@@ -229,11 +229,6 @@ class Transport:
                     sock.shutdown(socket.SHUT_RDWR)
             conn.close()
 
-    @property
-    def open_connections(self) -> int:
-        with self._lock:
-            return len(self._idle) + len(self._active)
-
 
 def _describe(err: BaseException) -> str:
     """A reason a person can act on, with a hint for the TLS cases."""
