@@ -130,10 +130,10 @@ class ConsulRegistry:
             flags["http_addr"] = f"{host or '127.0.0.1'}:{port or 8500}"
             return ConsulConfig.from_sources(flags)
         from_env = ConsulConfig.from_sources(flags)
-        explicit = from_env.http_addr != ConsulConfig.model_fields["http_addr"].default
-        ordered = [*([from_env.http_addr] if explicit else []), LOCAL_AGENT, *candidates]
-        found = find_agent(ordered)
-        flags["http_addr"] = found or ordered[0]
+        if from_env.http_addr != ConsulConfig.model_fields["http_addr"].default:
+            return from_env  # CONSUL_HTTP_ADDR says where the agent is: no probing, as Consul's own clients do
+        ordered = [LOCAL_AGENT, *candidates]
+        flags["http_addr"] = find_agent(ordered) or LOCAL_AGENT
         return ConsulConfig.from_sources(flags)
 
     @property
