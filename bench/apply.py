@@ -24,12 +24,12 @@ from typing import Any
 
 import consul
 
+from manifest_runner.config import ConsulConfig
 from manifest_runner.consul.client import ConsulClient
-from manifest_runner.desired import desired_state
-from manifest_runner.devagent import DevAgent, find_consul_binary
-from manifest_runner.loader import load_manifests
-from manifest_runner.reconcile import converge
-from manifest_runner.settings import ConsulConfig
+from manifest_runner.converge.desired import desired_state
+from manifest_runner.converge.reconcile import converge
+from manifest_runner.manifest.loader import load_manifests
+from manifest_runner.testing.devagent import DevAgent, find_consul_binary
 
 NAIVE_SCRIPT = """
 import json, sys, consul

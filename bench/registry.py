@@ -20,7 +20,7 @@ from typing import Any
 import consul
 
 from manifest_runner import ConsulRegistry
-from manifest_runner.devagent import DevAgent, find_consul_binary
+from manifest_runner.testing.devagent import DevAgent, find_consul_binary
 
 
 def api(agent: DevAgent, method: str, path: str, body: str | None = None) -> None:

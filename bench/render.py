@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from manifest_runner.devagent import DevAgent, find_consul_binary
+from manifest_runner.testing.devagent import DevAgent, find_consul_binary
 
 EXE = str(Path(sys.executable).with_name("consul-manifest"))
 

@@ -26,7 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from manifest_runner.devagent import DevAgent, find_consul_binary
+from manifest_runner.testing.devagent import DevAgent, find_consul_binary
 
 
 def api(agent: DevAgent, method: str, path: str, body: str | None = None) -> tuple[int, dict[str, str], bytes]:

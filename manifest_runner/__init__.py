@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING, Any
 from manifest_runner._version import __version__
 
 if TYPE_CHECKING:
-    from manifest_runner.election import Election
+    from manifest_runner.config import ConsulConfig
+    from manifest_runner.config_env import ConsulSettings
     from manifest_runner.errors import (
         ApplyFailed,
         ConsulError,
@@ -27,34 +28,33 @@ if TYPE_CHECKING:
         ResolveError,
         SettingsError,
     )
-    from manifest_runner.loader import LoadedManifest, ManifestSet, load_manifests
-    from manifest_runner.registry import ConsulRegistry, ServiceNotFound
-    from manifest_runner.schema import Manifest
-    from manifest_runner.settings import ConsulConfig
-    from manifest_runner.settings_env import ConsulSettings
+    from manifest_runner.library.election import Election
+    from manifest_runner.library.registry import ConsulRegistry, ServiceNotFound
+    from manifest_runner.manifest.loader import LoadedManifest, ManifestSet, load_manifests
+    from manifest_runner.manifest.model import Manifest
 
 _LAZY = {
     "ApplyFailed": "manifest_runner.errors",
-    "ConsulRegistry": "manifest_runner.registry",
-    "Election": "manifest_runner.election",
-    "ServiceNotFound": "manifest_runner.registry",
+    "ConsulRegistry": "manifest_runner.library.registry",
+    "Election": "manifest_runner.library.election",
+    "ServiceNotFound": "manifest_runner.library.registry",
     "ConsulError": "manifest_runner.errors",
     "ConsulRefused": "manifest_runner.errors",
     "ConsulRequestError": "manifest_runner.errors",
-    "ConsulConfig": "manifest_runner.settings",
-    "ConsulSettings": "manifest_runner.settings_env",
+    "ConsulConfig": "manifest_runner.config",
+    "ConsulSettings": "manifest_runner.config_env",
     "ConsulUnavailable": "manifest_runner.errors",
-    "LoadedManifest": "manifest_runner.loader",
+    "LoadedManifest": "manifest_runner.manifest.loader",
     "LockTimeout": "manifest_runner.errors",
-    "Manifest": "manifest_runner.schema",
+    "Manifest": "manifest_runner.manifest.model",
     "ManifestError": "manifest_runner.errors",
     "ManifestRunnerError": "manifest_runner.errors",
-    "ManifestSet": "manifest_runner.loader",
+    "ManifestSet": "manifest_runner.manifest.loader",
     "OutputError": "manifest_runner.errors",
     "Problem": "manifest_runner.errors",
     "ResolveError": "manifest_runner.errors",
     "SettingsError": "manifest_runner.errors",
-    "load_manifests": "manifest_runner.loader",
+    "load_manifests": "manifest_runner.manifest.loader",
 }
 
 __all__ = [

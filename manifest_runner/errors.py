@@ -8,6 +8,7 @@
     ├── ConsulError                     Consul did not do what was asked; names method, path, status
     │   ├── ConsulUnavailable           cannot connect, timed out, TLS handshake failed (exit 4)
     │   ├── ConsulRefused               ACL denied (401/403) or TLS verification refused (exit 4)
+    │   ├── ConsulProtocolError         the answer is not what Consul sends: not JSON, wrong shape (exit 4)
     │   └── ConsulRequestError          any other answer that is not a success (400, 413, 5xx...) (exit 1)
     ├── LockTimeout                     another applier of the same owner held the lock too long (exit 1)
     ├── ApplyFailed                     an action failed; carries the report of what was done (exit 1)
@@ -73,6 +74,11 @@ class ConsulUnavailable(ConsulError):
 
 class ConsulRefused(ConsulError):
     """Consul refused the request: ACL permission denied or missing token (401/403)."""
+
+
+class ConsulProtocolError(ConsulError):
+    """The answer is not what Consul sends (not JSON, a wrong shape, a missing ``X-Consul-Index``): the server is
+    not Consul, or something between us rewrote the answer."""
 
 
 class ConsulRequestError(ConsulError):

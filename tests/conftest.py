@@ -17,7 +17,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from manifest_runner.devagent import DevAgent, find_consul_binary
+from manifest_runner.testing.devagent import DevAgent, find_consul_binary
 
 ACL_TOKEN = "3c1a6f6e-6d3f-4c1e-9a57-000000000001"
 

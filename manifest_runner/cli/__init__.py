@@ -1,12 +1,12 @@
 """The ``consul-manifest`` command line: argument parsing and exit codes only, no business logic.
 
 One module a family of commands: :mod:`.manifests` (validate, schema, agent), :mod:`.changes` (plan, apply,
-destroy), :mod:`.boot` (render, exec), :mod:`.run` (run); what they share is in :mod:`.common`.
+destroy), :mod:`.delivery` (render, exec), :mod:`.run` (run); what they share is in :mod:`.common`.
 """
 
 from __future__ import annotations
 
-from manifest_runner.cli import boot, changes, manifests, run
+from manifest_runner.cli import changes, delivery, manifests, run
 from manifest_runner.cli.common import (
     EXIT_CHANGES,
     EXIT_CONSUL,
@@ -23,9 +23,9 @@ __all__ = [
     "EXIT_FAILED",
     "EXIT_INVALID",
     "EXIT_OK",
-    "boot",
     "changes",
     "cli",
+    "delivery",
     "exit_code_for",
     "main",
     "manifests",

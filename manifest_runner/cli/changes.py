@@ -34,10 +34,10 @@ from manifest_runner.cli.common import (
 @connection_options
 def plan(paths: tuple[str, ...], prune: bool, output: str, detailed_exitcode: bool, **kwargs: Any) -> None:
     """Show what apply would change: + create, ~ update (changed fields), - delete, ! conflict. Sends no write."""
+    from manifest_runner.converge.planner import PlanPolicy
+    from manifest_runner.converge.reconcile import make_plan
+    from manifest_runner.converge.view import plan_lines, plans_json
     from manifest_runner.errors import ManifestRunnerError
-    from manifest_runner.plan import PlanPolicy
-    from manifest_runner.planview import plan_lines, plans_json
-    from manifest_runner.reconcile import make_plan
 
     manifest_set = load_or_exit(paths)
     client = client_or_exit(split_connection(kwargs))
@@ -69,8 +69,8 @@ def _converge_command(
     connection: dict[str, Any],
 ) -> None:
     """apply and destroy: validate everything, then converge each owner in turn; exit with the documented code."""
+    from manifest_runner.converge.planner import PlanPolicy
     from manifest_runner.errors import ManifestRunnerError
-    from manifest_runner.plan import PlanPolicy
 
     manifest_set = load_or_exit(paths)
     client = client_or_exit(connection)
@@ -99,8 +99,8 @@ def _converge_command(
 
 
 def _dry_run(client: Any, desired: list[Any], policy: Any, output: str, say: Callable[[str], None]) -> NoReturn:
-    from manifest_runner.planview import plan_lines, plans_json
-    from manifest_runner.reconcile import make_plan
+    from manifest_runner.converge.reconcile import make_plan
+    from manifest_runner.converge.view import plan_lines, plans_json
 
     plans = [make_plan(client, d, policy) for d in desired]
     if output == "json":
@@ -114,8 +114,8 @@ def _dry_run(client: Any, desired: list[Any], policy: Any, output: str, say: Cal
 
 
 def _converge_one(client: Any, desired: Any, policy: Any, lock_timeout: float, say: Callable[[str], None]) -> Any:
-    from manifest_runner.planview import plan_lines
-    from manifest_runner.reconcile import converge
+    from manifest_runner.converge.reconcile import converge
+    from manifest_runner.converge.view import plan_lines
 
     outcome = converge(client, desired, policy, lock_timeout=lock_timeout, on_result=lambda r: say("  " + r.line()))
     report = outcome.report

@@ -35,7 +35,7 @@ def exit_code_for(error: BaseException) -> int:
 
     if isinstance(error, errors.ManifestError | errors.SettingsError):
         return EXIT_INVALID
-    if isinstance(error, errors.ConsulUnavailable | errors.ConsulRefused):
+    if isinstance(error, errors.ConsulUnavailable | errors.ConsulRefused | errors.ConsulProtocolError):
         return EXIT_CONSUL
     return EXIT_FAILED
 
@@ -128,7 +128,7 @@ def split_command(arguments: tuple[str, ...]) -> tuple[tuple[str, ...], tuple[st
 def load_or_exit(paths: tuple[str, ...]) -> Any:
     """Load and validate every manifest; on any problem print them all and exit 3 before contacting Consul."""
     from manifest_runner.errors import ManifestError
-    from manifest_runner.loader import load_manifests
+    from manifest_runner.manifest.loader import load_manifests
 
     try:
         return load_manifests(paths)
@@ -152,9 +152,9 @@ def client_or_exit(connection: dict[str, Any]) -> Any:
 
 
 def desired_states(manifest_set: Any) -> list[Any]:
-    from manifest_runner.desired import desired_state
+    from manifest_runner.converge.desired import desired_states as by_owner
 
-    return [desired_state(owner, [m.manifest for m in manifest_set.of_owner(owner)]) for owner in manifest_set.owners]
+    return list(by_owner(manifest_set).values())
 
 
 class Printer:
@@ -217,9 +217,9 @@ def resolve_or_exit(
     """Validate, then resolve every dependency within ``budget`` seconds; print warnings; exit 1 when a required
     dependency resolved from nothing (naming each one)."""
 
-    from manifest_runner.boot import require_all, resolve_set
     from manifest_runner.errors import ManifestRunnerError
-    from manifest_runner.resolve import Budget
+    from manifest_runner.resolve.delivery import require_all, resolve_set
+    from manifest_runner.resolve.resolver import Budget
 
     manifest_set = load_or_exit(paths)
     client = None if offline else client_or_exit(connection)
@@ -268,7 +268,7 @@ def cache_folder(cache_dir: str | None, no_cache: bool) -> Any:
     """Where last known good values are kept: --cache-dir, else the default (env, XDG); None with --no-cache."""
     from pathlib import Path
 
-    from manifest_runner.cache import default_cache_dir
+    from manifest_runner.resolve.cache import default_cache_dir
 
     if no_cache:
         return None

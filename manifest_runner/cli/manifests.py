@@ -35,7 +35,7 @@ def validate(paths: tuple[str, ...], quiet: bool) -> None:
 @cli.command()
 def schema() -> None:
     """Print the manifest's JSON Schema (the same as schemas/manifest.schema.json)."""
-    from manifest_runner.schema_export import manifest_json_schema_text
+    from manifest_runner.manifest.jsonschema import manifest_json_schema_text
 
     click.echo(manifest_json_schema_text(), nl=False)
 
@@ -52,7 +52,7 @@ def agent(dev: bool, addr_file: str | None) -> None:
     import threading
     from pathlib import Path
 
-    from manifest_runner.devagent import AgentError, DevAgent, find_consul_binary
+    from manifest_runner.testing.devagent import AgentError, DevAgent, find_consul_binary
 
     binary = find_consul_binary()
     if binary is None:

@@ -75,12 +75,17 @@ def run(
     deregistered), exit 0. Options go before the manifest paths.
     """
 
-    from manifest_runner.runner import Runner, RunOptions
-    from manifest_runner.status import configure_logging
+    from manifest_runner.run.runner import Runner, RunOptions
+    from manifest_runner.run.supervisor import signal_number
+    from manifest_runner.run.telemetry import configure_logging
 
     if offline:
         raise click.UsageError("run needs Consul: --offline is for render and exec")
     paths, command = split_command(arguments)
+    try:
+        reload_number = signal_number(reload_signal)
+    except ValueError:
+        raise click.BadParameter(f"unknown signal {reload_signal!r}", param_hint="--signal") from None
     configure_logging(log_format, log_level)
     manifest_set = load_or_exit(paths)
     client = client_or_exit(split_connection(kwargs))
@@ -93,7 +98,7 @@ def run(
         listen=listen,
         cache_dir=cache_folder(cache_dir, no_cache),
         command=list(command) or None,
-        reload_signal=reload_signal,
+        reload_signal=reload_number,
         child_debounce=debounce,
         grace=grace,
     )

@@ -1,42 +1,52 @@
 """The one adapter to Consul: typed calls on a light transport, and py-consul with its gaps filled.
 
-The project's own requests go through :mod:`manifest_runner.consul.http` (standard library: it imports in a few
+The project's own requests go through :mod:`manifest_runner.consul.transport` (standard library: it imports in a few
 milliseconds, where py-consul's ``requests`` costs ~150 ms at every start of the command). ``ConsulClient.raw`` is a
 genuine py-consul ``consul.Consul`` bridged onto that same transport (:mod:`manifest_runner.consul.pyconsul`, the
 only module that imports the client library, on first use), so code written for py-consul gets everything below.
 
 What it adds to py-consul:
 
-- settings from Consul's own environment contract with flag precedence (:mod:`manifest_runner.settings`), instead
+- settings from Consul's own environment contract with flag precedence (:mod:`manifest_runner.config`), instead
   of py-consul's (where ``CONSUL_HTTP_TOKEN`` silently beats an explicit token);
 - the token sent as the ``X-Consul-Token`` header on **every** request (py-consul forgets it on ``/v1/txn``), never
   in a URL, a log line or an error;
 - ``unix:///path`` addresses, ``CONSUL_TLS_SERVER_NAME``, CA folder, client certificates;
 - a timeout on every request (a blocking query adds its wait and Consul's wait/16 jitter);
 - answers mapped to one exception tree naming the operation and status (:mod:`manifest_runner.errors`):
-  unreachable or "no leader" -> :class:`ConsulUnavailable`, 401/403 and TLS refusals -> :class:`ConsulRefused`,
-  anything else -> :class:`ConsulRequestError`; 404 and a transaction's 409 are answers, not errors;
+  unreachable or "no leader" -> :class:`ConsulUnavailable`, 401/403 and TLS refusals -> :class:`ConsulRefused`, an
+  answer that is not what Consul sends -> :class:`ConsulProtocolError`, anything else -> :class:`ConsulRequestError`;
+  404 and a transaction's 409 are answers, not errors;
+- typed results: every JSON body is read by :mod:`manifest_runner.consul.payloads`, and nothing else;
 - transactions batched under the server's operation limit (64 before Consul 1.14, 128 after), learnt from the
   agent's version and corrected from a 413 answer;
 - a count of requests by kind, for tests ("an unchanged apply writes nothing") and benchmarks.
-
 """
 
 from __future__ import annotations
 
-import base64
 import json
 import re
-from collections.abc import Iterable, Mapping
-from typing import Any
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, TypeVar
 
-from manifest_runner.consul.http import Answer, Transport, TransportError
-from manifest_runner.durations import parse_duration
-from manifest_runner.errors import ConsulError, ConsulRefused, ConsulRequestError, ConsulUnavailable
-from manifest_runner.settings import ConsulConfig
+from manifest_runner.config import ConsulConfig
+from manifest_runner.consul import payloads
+from manifest_runner.consul.payloads import AgentInfo, AgentService, CheckState, Instance, KVPair, PayloadError
+from manifest_runner.consul.transport import Answer, HttpTransport, Transport, TransportError
+from manifest_runner.errors import (
+    ConsulError,
+    ConsulProtocolError,
+    ConsulRefused,
+    ConsulRequestError,
+    ConsulUnavailable,
+)
+from manifest_runner.util.durations import parse_duration
 
 DEFAULT_WAIT = 300.0
 TXN_BODY_LIMIT = 512 * 1024
+T = TypeVar("T")
 
 
 class TxnFailed(ConsulError):
@@ -54,6 +64,10 @@ class TxnTooLarge(ConsulRequestError):
     def __init__(self, message: str, limit: int) -> None:
         self.limit = limit
         super().__init__(message, operation="PUT /v1/txn", status=413)
+
+
+class CheckNotFound(ConsulRequestError):
+    """The agent does not know this check (it restarted empty, or the service was deregistered)."""
 
 
 def _raise_for_status(answer: Answer, operation: str, path: str) -> None:
@@ -86,13 +100,16 @@ def _blocking_wait(params: Iterable[tuple[str, Any]]) -> float | None:
 
 
 class ConsulClient:
-    """Typed access to the parts of Consul's HTTP API this project uses. Thread-safe (a shared connection pool)."""
+    """Typed access to the parts of Consul's HTTP API this project uses. Thread-safe (a shared connection pool).
 
-    def __init__(self, settings: ConsulConfig, *, max_idle: int = 8) -> None:
+    ``transport`` replaces the HTTP transport (tests use a scripted one at this seam); by default one is built from
+    the settings."""
+
+    def __init__(self, settings: ConsulConfig, *, max_idle: int = 8, transport: HttpTransport | None = None) -> None:
         self.settings = settings
         self.endpoint = settings.endpoint()
         self._token = settings.resolved_token()
-        self._transport = Transport(
+        self._transport: HttpTransport = transport or Transport(
             self.endpoint,
             verify=settings.verify(),
             cert=settings.client_certificate(),
@@ -103,6 +120,9 @@ class ConsulClient:
         self._raw: Any = None
         self._op_limit: int | None = None
         self._version: str | None = None
+        self._counts_lock = threading.Lock()
+        self.counts: dict[str, int] = {}
+        self.counts_by_path: dict[str, int] = {}
 
     @classmethod
     def from_env(cls, **flags: Any) -> ConsulClient:
@@ -128,7 +148,7 @@ class ConsulClient:
     def clone(self) -> ConsulClient:
         """A client with the same settings and a connection of its own: for a blocking query that must be
         stoppable at once (:meth:`abort`) without disturbing other requests."""
-        twin = ConsulClient(self.settings, max_idle=1)
+        twin = ConsulClient(self.settings, max_idle=1, transport=self._transport.twin(max_idle=1))
         twin._token = self._token
         twin._op_limit = self._op_limit
         twin._version = self._version
@@ -140,7 +160,8 @@ class ConsulClient:
 
     def request_counts(self, by_path: bool = False) -> dict[str, int]:
         """Requests sent so far, by HTTP method (or by ``METHOD /path``)."""
-        return dict(self._transport.counts_by_path if by_path else self._transport.counts)
+        with self._counts_lock:
+            return dict(self.counts_by_path if by_path else self.counts)
 
     def close(self) -> None:
         self._transport.close()
@@ -174,6 +195,9 @@ class ConsulClient:
         all_headers = dict(headers or {})
         if self._token and "X-Consul-Token" not in all_headers:
             all_headers["X-Consul-Token"] = self._token
+        with self._counts_lock:
+            self.counts[method] = self.counts.get(method, 0) + 1
+            self.counts_by_path[operation] = self.counts_by_path.get(operation, 0) + 1
         try:
             answer = self._transport.request(method, path, params, data, headers=all_headers, timeout=timeout)
         except TransportError as err:
@@ -186,32 +210,56 @@ class ConsulClient:
         _raise_for_status(answer, operation, path)
         return answer
 
-    def call(
+    def read(
         self,
         method: str,
         path: str,
+        decode: Callable[[Any], T],
         params: Iterable[tuple[str, Any]] | None = None,
         data: str | bytes | None = None,
+        *,
         timeout: float | None = None,
-    ) -> tuple[int, Mapping[str, str], Any]:
-        """One request; returns (status, headers, parsed JSON or None). Errors are already mapped."""
+        blocking: bool = False,
+    ) -> tuple[int, T | None]:
+        """One request whose JSON answer is decoded by ``decode`` (from :mod:`.payloads`): (index, value), value
+        ``None`` on a 404. ``blocking``: the answer must carry ``X-Consul-Index`` (every blocking endpoint of
+        Consul sends it). An answer of another shape is a :class:`ConsulProtocolError`."""
         answer = self.send(method, path, params, data, timeout=timeout)
-        body = json.loads(answer.body) if answer.status != 404 and answer.body else None
-        return answer.status, dict(answer.headers.items()), body
+        operation = f"{method} {path}"
+        try:
+            index = payloads.consul_index(answer.headers, required=blocking and answer.status != 404)
+            if answer.status == 404:
+                return index, None
+            return index, decode(payloads.json_body(answer.body))
+        except PayloadError as err:
+            raise ConsulProtocolError(
+                f"the answer is not what Consul sends ({err}); is this a Consul agent?",
+                operation=operation,
+                status=answer.status,
+            ) from None
 
     def _dc(self, datacenter: str | None) -> list[tuple[str, str]]:
         dc = datacenter or self.settings.datacenter
         return [("dc", dc)] if dc else []
 
+    @staticmethod
+    def _blocking(params: list[tuple[str, Any]], index: int | None, wait: str | None) -> None:
+        if index is not None:
+            params.append(("index", max(1, index)))  # never block with index 0: it would return at once
+            if wait:
+                params.append(("wait", wait))
+
     # -- agent ------------------------------------------------------------------------------------------------
 
-    def agent_self(self) -> dict[str, Any]:
-        _, _, body = self.call("GET", "/v1/agent/self")
-        return dict(body or {})
+    def agent_self(self) -> AgentInfo:
+        _, info = self.read("GET", "/v1/agent/self", payloads.agent_info)
+        if info is None:
+            raise ConsulProtocolError("no agent description", operation="GET /v1/agent/self", status=404)
+        return info
 
     def version(self) -> str:
         if self._version is None:
-            self._version = str(self.agent_self().get("Config", {}).get("Version", "0"))
+            self._version = self.agent_self().version
         return self._version
 
     def op_limit(self) -> int:
@@ -221,31 +269,68 @@ class ConsulClient:
             self._op_limit = 128 if (numbers[0], numbers[1]) >= (1, 14) else 64
         return self._op_limit
 
-    def agent_services(self, filter_expr: str | None = None) -> dict[str, dict[str, Any]]:
+    def agent_services(self, filter_expr: str | None = None) -> dict[str, AgentService]:
         params = [("filter", filter_expr)] if filter_expr else []
-        _, _, body = self.call("GET", "/v1/agent/services", params)
-        return dict(body or {})
+        _, services = self.read("GET", "/v1/agent/services", payloads.agent_services, params)
+        return services or {}
 
     def register_service(self, payload: Mapping[str, Any]) -> None:
-        self.call("PUT", "/v1/agent/service/register", [("replace-existing-checks", "true")], json.dumps(payload))
+        self.send("PUT", "/v1/agent/service/register", [("replace-existing-checks", "true")], json.dumps(payload))
 
     def deregister_service(self, service_id: str) -> None:
-        self.call("PUT", f"/v1/agent/service/deregister/{service_id}")
+        self.send("PUT", f"/v1/agent/service/deregister/{service_id}")
 
     def update_ttl(self, check_id: str, status: str, output: str = "") -> None:
         """Report a TTL check's status: ``passing``, ``warning`` or ``critical``."""
         body = json.dumps({"Status": status, "Output": output[:4096]})
-        self.call("PUT", f"/v1/agent/check/update/{check_id}", data=body)
+        try:
+            answer = self.send("PUT", f"/v1/agent/check/update/{check_id}", data=body)
+        except ConsulRequestError as err:
+            # Consul 1.8 answers 500 "does not have associated TTL" for an unknown check; later versions 404
+            if "associated TTL" in err.detail or "Unknown check" in err.detail:
+                raise CheckNotFound(err.detail, operation=err.operation, status=err.status) from None
+            raise
+        if answer.status == 404:
+            raise CheckNotFound("unknown check", operation=f"PUT /v1/agent/check/update/{check_id}", status=404)
 
     # -- status, catalog, health ------------------------------------------------------------------------------
 
     def leader(self) -> str:
-        _, _, body = self.call("GET", "/v1/status/leader")
-        return str(body or "")
+        _, leader = self.read("GET", "/v1/status/leader", lambda body: payloads.text(body, "the leader"))
+        return leader or ""
 
     def datacenters(self) -> list[str]:
-        _, _, body = self.call("GET", "/v1/catalog/datacenters")
-        return list(body or [])
+        _, names = self.read("GET", "/v1/catalog/datacenters", lambda body: payloads.texts(body, "datacenters"))
+        return names or []
+
+    def node_services(
+        self, node: str, *, index: int | None = None, wait: str | None = None
+    ) -> tuple[int, dict[str, AgentService]]:
+        """The services the catalog holds for ``node``; ``index`` and ``wait`` make it a blocking query."""
+        params: list[tuple[str, Any]] = []
+        self._blocking(params, index, wait)
+        found, services = self.read(
+            "GET", f"/v1/catalog/node-services/{node}", payloads.node_services, params, blocking=True
+        )
+        return found, services or {}
+
+    def checks_in_state(
+        self, state: str = "any", *, datacenter: str | None = None, index: int | None = None, wait: str | None = None
+    ) -> tuple[int, list[CheckState]]:
+        """Every check in ``state`` (``any``, ``passing``, ``warning``, ``critical``) in the datacenter."""
+        params: list[tuple[str, Any]] = self._dc(datacenter)
+        self._blocking(params, index, wait)
+        found, states = self.read("GET", f"/v1/health/state/{state}", payloads.check_states, params, blocking=True)
+        return found, states or []
+
+    def catalog_services(
+        self, *, datacenter: str | None = None, index: int | None = None, wait: str | None = None
+    ) -> tuple[int, dict[str, tuple[str, ...]]]:
+        """Every service name in the datacenter, with its tags."""
+        params: list[tuple[str, Any]] = self._dc(datacenter)
+        self._blocking(params, index, wait)
+        found, names = self.read("GET", "/v1/catalog/services", payloads.catalog_services, params, blocking=True)
+        return found, names or {}
 
     def health_service(
         self,
@@ -259,8 +344,8 @@ class ConsulClient:
         index: int | None = None,
         wait: str | None = None,
         timeout: float | None = None,
-    ) -> tuple[int, list[dict[str, Any]]]:
-        """Instances of a service with their node and checks; ``index`` and ``wait`` make it a blocking query."""
+    ) -> tuple[int, list[Instance]]:
+        """Instances of a service with their health; ``index`` and ``wait`` make it a blocking query."""
         params: list[tuple[str, Any]] = [("tag", tag) for tag in tags]
         if passing:
             params.append(("passing", "1"))
@@ -269,12 +354,16 @@ class ConsulClient:
             params.append(("filter", filter_expr))
         if near:
             params.append(("near", near))
-        if index is not None:
-            params.append(("index", max(1, index)))
-            if wait:
-                params.append(("wait", wait))
-        _, headers, body = self.call("GET", f"/v1/health/service/{name}", params, timeout=timeout)
-        return int(headers.get("X-Consul-Index", "0") or 0), list(body or [])
+        self._blocking(params, index, wait)
+        found, items = self.read(
+            "GET",
+            f"/v1/health/service/{name}",
+            lambda body: payloads.instances(body, datacenter),
+            params,
+            timeout=timeout,
+            blocking=True,
+        )
+        return found, items or []
 
     # -- KV ---------------------------------------------------------------------------------------------------
 
@@ -286,23 +375,30 @@ class ConsulClient:
         datacenter: str | None = None,
         index: int | None = None,
         wait: str | None = None,
-        keys_only: bool = False,
         timeout: float | None = None,
-    ) -> tuple[int, list[dict[str, Any]]]:
-        """Entries at ``key`` (or under it with ``recurse``), values decoded to bytes; ``[]`` when absent.
-        With ``keys_only``, entries are ``{"Key": name}`` only (a light way to block on a prefix)."""
+    ) -> tuple[int, list[KVPair]]:
+        """Entries at ``key`` (or under it with ``recurse``), values decoded to bytes; ``[]`` when absent."""
         params: list[tuple[str, Any]] = self._dc(datacenter)
         if recurse:
             params.append(("recurse", "1"))
-        if keys_only:
-            params.append(("keys", "1"))
-        if index is not None:
-            params.append(("index", max(1, index)))
-            if wait:
-                params.append(("wait", wait))
-        _, headers, body = self.call("GET", f"/v1/kv/{key}", params, timeout=timeout)
-        entries = [{"Key": k} for k in body or []] if keys_only else [_decoded(entry) for entry in (body or [])]
-        return int(headers.get("X-Consul-Index", "0") or 0), entries
+        self._blocking(params, index, wait)
+        found, pairs = self.read("GET", f"/v1/kv/{key}", payloads.kv_pairs, params, timeout=timeout, blocking=True)
+        return found, pairs or []
+
+    def kv_keys(
+        self,
+        prefix: str,
+        *,
+        datacenter: str | None = None,
+        index: int | None = None,
+        wait: str | None = None,
+        timeout: float | None = None,
+    ) -> tuple[int, list[str]]:
+        """The key names under ``prefix`` (a light way to block on a prefix)."""
+        params: list[tuple[str, Any]] = [*self._dc(datacenter), ("keys", "1")]
+        self._blocking(params, index, wait)
+        found, keys = self.read("GET", f"/v1/kv/{prefix}", payloads.kv_keys, params, timeout=timeout, blocking=True)
+        return found, keys or []
 
     def kv_put(
         self,
@@ -323,59 +419,61 @@ class ConsulClient:
             params.append(("acquire", acquire))
         if release:
             params.append(("release", release))
-        _, _, body = self.call("PUT", f"/v1/kv/{key}", params, value)
-        return bool(body)
+        _, done = self.read("PUT", f"/v1/kv/{key}", lambda body: payloads.flag(body, "the answer"), params, value)
+        return bool(done)
 
     def kv_delete(self, key: str, *, cas: int | None = None, recurse: bool = False) -> bool:
         params: list[tuple[str, Any]] = [("cas", cas)] if cas is not None else []
         if recurse:
             params.append(("recurse", "1"))
-        _, _, body = self.call("DELETE", f"/v1/kv/{key}", params)
-        return bool(body)
+        _, done = self.read("DELETE", f"/v1/kv/{key}", lambda body: payloads.flag(body, "the answer"), params)
+        return bool(done)
 
-    def read_trees(self, prefixes: Iterable[str]) -> list[dict[str, Any]]:
+    def read_trees(self, prefixes: Iterable[str]) -> list[KVPair]:
         """Every entry under each prefix, in as few read-only transactions as the op limit allows (usually one)."""
         ops = [{"KV": {"Verb": "get-tree", "Key": prefix}} for prefix in dict.fromkeys(prefixes)]
         limit = self._op_limit or 64
-        entries: list[dict[str, Any]] = []
+        entries: list[KVPair] = []
         for start in range(0, len(ops), limit):
-            for result in self.txn(ops[start : start + limit]):
-                if "KV" in result:
-                    entries.append(_decoded(result["KV"]))
+            entries.extend(self.txn(ops[start : start + limit]))
         return entries
 
-    def txn(self, ops: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """One transaction; returns its results. Raises :class:`TxnFailed` (409) or :class:`TxnTooLarge` (413)."""
+    def txn(self, ops: list[dict[str, Any]]) -> list[KVPair]:
+        """One transaction; returns its KV results. Raises :class:`TxnFailed` (409) or :class:`TxnTooLarge` (413)."""
         try:
-            status, _, body = self.call("PUT", "/v1/txn", data=json.dumps(ops))
+            answer = self.send("PUT", "/v1/txn", data=json.dumps(ops))
         except TxnTooLarge as err:
             self._op_limit = err.limit
             raise
-        if status == 409:
-            errors = [(int(e.get("OpIndex", -1)), str(e.get("What", ""))) for e in (body or {}).get("Errors") or []]
-            raise TxnFailed(errors)
-        return list((body or {}).get("Results") or [])
+        decode = payloads.txn_errors if answer.status == 409 else payloads.txn_results
+        try:
+            body = payloads.json_body(answer.body)
+            result = decode(body)
+        except PayloadError as err:
+            raise ConsulProtocolError(
+                f"the answer is not what Consul sends ({err}); is this a Consul agent?",
+                operation="PUT /v1/txn",
+                status=answer.status,
+            ) from None
+        if answer.status == 409:
+            raise TxnFailed(result)  # type: ignore[arg-type]
+        return result  # type: ignore[return-value]
 
     # -- sessions -----------------------------------------------------------------------------------------------
 
     def session_create(self, name: str, ttl: str, *, lock_delay: str = "15s", behavior: str = "release") -> str:
         body = json.dumps({"Name": name, "TTL": ttl, "LockDelay": lock_delay, "Behavior": behavior})
-        _, _, answer = self.call("PUT", "/v1/session/create", data=body)
-        return str(answer["ID"])
+        _, session = self.read("PUT", "/v1/session/create", payloads.session_id, data=body)
+        if session is None:
+            raise ConsulProtocolError("no session was created", operation="PUT /v1/session/create", status=404)
+        return session
 
     def session_renew(self, session_id: str) -> bool:
-        status, _, body = self.call("PUT", f"/v1/session/renew/{session_id}")
-        return status == 200 and bool(body)
+        _, renewed = self.read("PUT", f"/v1/session/renew/{session_id}", lambda body: body)
+        return renewed is not None and bool(renewed)
 
     def session_destroy(self, session_id: str) -> None:
-        self.call("PUT", f"/v1/session/destroy/{session_id}")
-
-
-def _decoded(entry: Mapping[str, Any]) -> dict[str, Any]:
-    out = dict(entry)
-    value = entry.get("Value")
-    out["Value"] = base64.b64decode(value) if value else b""
-    return out
+        self.send("PUT", f"/v1/session/destroy/{session_id}")
 
 
 def txn_op_size(key: str, value_length: int) -> int:

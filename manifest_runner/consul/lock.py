@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from types import TracebackType
 
 from manifest_runner.consul.client import ConsulClient
-from manifest_runner.durations import format_duration
 from manifest_runner.errors import ConsulError, LockTimeout
+from manifest_runner.util.durations import format_duration
 
 
 @dataclass
@@ -69,7 +69,7 @@ class Lock:
             # deadline. Free but refused: the previous holder's lock-delay is running; retry shortly.
             wait = f"{max(1, min(int(remaining) + 1, 60))}s"
             new_index, entries = self.client.kv_get(self.key, index=index or None, wait=wait)
-            if entries and entries[0].get("Session"):
+            if entries and entries[0].session:
                 index = new_index if new_index >= index else 0
             else:
                 index = 0

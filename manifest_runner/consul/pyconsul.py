@@ -8,19 +8,36 @@ py-consul brings ``requests``, which the command line does not need.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import consul
 import consul.base
 
-if TYPE_CHECKING:
-    from manifest_runner.consul.client import ConsulClient
+from manifest_runner.config import Endpoint
+from manifest_runner.consul.transport import Answer
+
+
+class Sender(Protocol):
+    """What the bridge needs of :class:`~manifest_runner.consul.client.ConsulClient`: its endpoint and ``send``."""
+
+    endpoint: Endpoint
+
+    def send(
+        self,
+        method: str,
+        path: str,
+        params: Any = None,
+        data: str | bytes | None = None,
+        *,
+        headers: Any = None,
+        timeout: float | None = None,
+    ) -> Answer: ...
 
 
 class _Bridge(consul.base.HTTPClient):  # type: ignore[misc]
     """py-consul's HTTP interface (callbacks over a Response) on :meth:`ConsulClient.send`."""
 
-    def __init__(self, client: ConsulClient) -> None:
+    def __init__(self, client: Sender) -> None:
         endpoint = client.endpoint
         super().__init__(endpoint.host, endpoint.port, "https" if endpoint.scheme == "https" else "http")
         self._client = client
@@ -51,7 +68,7 @@ class _Bridge(consul.base.HTTPClient):  # type: ignore[misc]
 
 
 class _Facade(consul.base.Consul):  # type: ignore[misc]
-    def __init__(self, client: ConsulClient, datacenter: str | None) -> None:
+    def __init__(self, client: Sender, datacenter: str | None) -> None:
         self._bridge = _Bridge(client)
         super().__init__(host=client.endpoint.host, port=client.endpoint.port, token=None, dc=datacenter)
         self.token = None  # the transport adds the configured token; py-consul must not add CONSUL_HTTP_TOKEN's
@@ -60,6 +77,6 @@ class _Facade(consul.base.Consul):  # type: ignore[misc]
         return self._bridge
 
 
-def facade(client: ConsulClient, datacenter: str | None = None) -> Any:
+def facade(client: Sender, datacenter: str | None = None) -> Any:
     """A ``consul.Consul`` (py-consul) whose requests go through ``client``."""
     return _Facade(client, datacenter)

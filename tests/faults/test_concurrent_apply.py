@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from manifest_runner.devagent import DevAgent
+from manifest_runner.testing.devagent import DevAgent
 from tests.integration.helpers import kv_value, run_process, services, write
 
 pytestmark = pytest.mark.consul

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from manifest_runner.devagent import DevAgent
+from manifest_runner.testing.devagent import DevAgent
 from tests.integration.helpers import register, write
 from tests.integration.runproc import RunProcess, established_connections, wait_for
 

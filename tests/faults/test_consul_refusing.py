@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from manifest_runner.cli import EXIT_CONSUL, EXIT_OK
-from manifest_runner.devagent import DevAgent, free_port
+from manifest_runner.testing.devagent import DevAgent, free_port
 from tests.conftest import ACL_TOKEN
 from tests.integration.helpers import call, run_process, write
 

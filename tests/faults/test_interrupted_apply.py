@@ -10,14 +10,14 @@ from typing import Any
 
 import pytest
 
-from manifest_runner.apply import PARALLEL_TRANSACTIONS
+from manifest_runner.config import ConsulConfig
 from manifest_runner.consul.client import ConsulClient
-from manifest_runner.desired import desired_state
-from manifest_runner.devagent import DevAgent
+from manifest_runner.converge.apply import PARALLEL_TRANSACTIONS
+from manifest_runner.converge.desired import desired_state
+from manifest_runner.converge.reconcile import converge
 from manifest_runner.errors import ConsulUnavailable
-from manifest_runner.loader import load_manifests
-from manifest_runner.reconcile import converge
-from manifest_runner.settings import ConsulConfig
+from manifest_runner.manifest.loader import load_manifests
+from manifest_runner.testing.devagent import DevAgent
 from tests.integration.helpers import call, kv_value, run_cli, write
 
 pytestmark = pytest.mark.consul

@@ -20,7 +20,7 @@ from urllib.parse import quote
 from click.testing import CliRunner, Result
 
 from manifest_runner.cli import cli
-from manifest_runner.devagent import DevAgent
+from manifest_runner.testing.devagent import DevAgent
 
 
 def write(folder: Path, name: str, text: str) -> Path:

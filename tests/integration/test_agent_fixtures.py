@@ -6,7 +6,7 @@ from __future__ import annotations
 import http.client
 import json
 
-from manifest_runner.devagent import DevAgent
+from manifest_runner.testing.devagent import DevAgent
 from tests.conftest import ACL_TOKEN
 
 

@@ -7,15 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from manifest_runner import kvcodec
 from manifest_runner.cli import EXIT_CHANGES, EXIT_FAILED, EXIT_OK
+from manifest_runner.config import ConsulConfig
+from manifest_runner.consul import kvcodec
 from manifest_runner.consul.client import ConsulClient
-from manifest_runner.desired import desired_state
-from manifest_runner.devagent import DevAgent
-from manifest_runner.loader import load_manifests
-from manifest_runner.reconcile import converge
-from manifest_runner.settings import ConsulConfig
-from manifest_runner.state import OwnershipRecord
+from manifest_runner.converge.desired import desired_state
+from manifest_runner.converge.reconcile import converge
+from manifest_runner.converge.state import OwnershipRecord
+from manifest_runner.manifest.loader import load_manifests
+from manifest_runner.testing.devagent import DevAgent
 from tests.integration.helpers import (
     checks,
     indexes,

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from manifest_runner.devagent import DevAgent
-from manifest_runner.loader import load_manifests
+from manifest_runner.manifest.loader import load_manifests
+from manifest_runner.testing.devagent import DevAgent
 from tests.integration.helpers import run_cli, services
 
 pytestmark = pytest.mark.consul

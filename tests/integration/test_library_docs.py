@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from manifest_runner.devagent import AgentPorts, DevAgent, free_port
+from manifest_runner.testing.devagent import AgentPorts, DevAgent, free_port
 from tests.integration.helpers import call, register, services
 
 pytestmark = pytest.mark.consul

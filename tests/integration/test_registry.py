@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from manifest_runner import ConsulRegistry, ServiceNotFound
-from manifest_runner.devagent import DevAgent, free_port
 from manifest_runner.errors import ConsulUnavailable, LockTimeout
+from manifest_runner.testing.devagent import DevAgent, free_port
 from tests.integration.helpers import call, register, services
 from tests.integration.runproc import wait_for
 
@@ -144,7 +144,7 @@ def test_consul_unavailable_falls_back_and_says_so_once(
     with pytest.raises(ConsulUnavailable):
         registry.register()
     pauses: list[float] = []
-    monkeypatch.setattr("manifest_runner.registry.time.sleep", pauses.append)
+    monkeypatch.setattr("manifest_runner.library.registry.time.sleep", pauses.append)
     assert registry.get_service_address("db", fallback_url="f:1", max_retries=3, backoff=0.05) == "f:1"
     assert pauses == [0.05, 0.1]  # it backed off between retries, it did not spin
 

@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from manifest_runner.cache import LastKnownGood
+from manifest_runner.config import ConsulConfig
 from manifest_runner.consul.client import ConsulClient
-from manifest_runner.devagent import DevAgent, free_port
-from manifest_runner.loader import load_manifests
-from manifest_runner.resolve import Resolver
-from manifest_runner.settings import ConsulConfig
+from manifest_runner.manifest.loader import load_manifests
+from manifest_runner.resolve.cache import LastKnownGood
+from manifest_runner.resolve.resolver import Resolver
+from manifest_runner.testing.devagent import DevAgent, free_port
 from tests.integration.helpers import call, kv_put, register, run_process, write
 
 pytestmark = pytest.mark.consul

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from manifest_runner.devagent import DevAgent, free_port
+from manifest_runner.testing.devagent import DevAgent, free_port
 from tests.integration.helpers import checks, deregister, kv_put, kv_value, services, write
 from tests.integration.runproc import RunProcess, wait_for
 

@@ -9,7 +9,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from manifest_runner.heartbeat import probe_command, probe_http, probe_tcp
+from manifest_runner.run.probes import probe_command, probe_http, probe_tcp
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from ruamel.yaml import YAML
 
 from manifest_runner.errors import ManifestError, Problem
-from manifest_runner.loader import parse_manifest
+from manifest_runner.manifest.loader import parse_manifest
 
 EXAMPLE = (Path(__file__).parent.parent.parent / "examples" / "billing.yaml").read_text()
 ENV = {"POD_IP": "10.1.2.3", "HOSTNAME": "h1"}
@@ -131,7 +131,7 @@ def test_the_unmutated_example_is_valid() -> None:
 @given(st.data())
 def test_the_fast_and_the_precise_paths_agree(data: st.DataObject) -> None:
     """Whatever the libyaml path accepts, the round-trip path accepts as the same manifest."""
-    from manifest_runner.loader import _fast_parse, _precise_parse
+    from manifest_runner.manifest.loader import _fast_parse, _precise_parse
 
     text = EXAMPLE
     for _ in range(data.draw(st.integers(0, 3))):

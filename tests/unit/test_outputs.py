@@ -14,10 +14,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from manifest_runner import outputs
 from manifest_runner.errors import OutputError
-from manifest_runner.outputs import render, render_env, shell_quote, write_atomic
-from manifest_runner.resolved import Resolved
+from manifest_runner.resolve import renderers
+from manifest_runner.resolve.renderers import render, render_env, shell_quote
+from manifest_runner.resolve.result import Resolved
+from manifest_runner.resolve.writer import write_atomic
 
 
 def resolved(**values: str) -> list[Resolved]:
@@ -136,7 +137,7 @@ def test_a_failed_write_keeps_the_old_file_and_says_so(tmp_path: Path) -> None:
 
 
 def test_format_for_file_names() -> None:
-    assert [outputs.format_for(n) for n in ("a.json", "b.YAML", "c.yml", ".env", "x")] == [
+    assert [renderers.format_for(n) for n in ("a.json", "b.YAML", "c.yml", ".env", "x")] == [
         "json",
         "yaml",
         "yaml",

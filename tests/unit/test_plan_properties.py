@@ -8,8 +8,8 @@ from dataclasses import replace
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from manifest_runner.plan import Plan, PlanPolicy, plan
-from manifest_runner.state import (
+from manifest_runner.converge.planner import Plan, PlanPolicy, plan
+from manifest_runner.converge.state import (
     MANAGED_BY,
     DesiredState,
     KVEntry,

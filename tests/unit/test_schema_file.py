@@ -8,7 +8,7 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from manifest_runner.cli import cli
-from manifest_runner.schema_export import manifest_json_schema_text
+from manifest_runner.manifest.jsonschema import manifest_json_schema_text
 
 SCHEMA_FILE = Path(__file__).parent.parent.parent / "schemas" / "manifest.schema.json"
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from manifest_runner.config import ConsulConfig, Endpoint
 from manifest_runner.errors import SettingsError
-from manifest_runner.settings import ConsulConfig, Endpoint
 
 CANARY = "canary-token-5d41402abc4b2a76"
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from manifest_runner.durations import format_duration, parse_duration
 from manifest_runner.errors import ManifestError, Problem
-from manifest_runner.interpolate import InterpolationError, interpolate
+from manifest_runner.manifest.interpolate import InterpolationError, interpolate
+from manifest_runner.util.durations import format_duration, parse_duration
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from manifest_runner.strategies import Instance, format_instance, format_problem, pick
+from manifest_runner.consul.payloads import Instance
+from manifest_runner.manifest.formatting import format_problem
+from manifest_runner.resolve.strategies import format_instance, pick
 
 
 def inst(i: int, status: str = "passing", weights: tuple[int, int] = (1, 1)) -> Instance:

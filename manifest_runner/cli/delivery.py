@@ -1,0 +1,169 @@
+"""render and exec: the dependencies resolved once, for a container's boot (or kept current: exec --watch)."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+from manifest_runner.cli.common import (
+    PATHS,
+    boot_connection_options,
+    boot_options,
+    cache_folder,
+    child_options,
+    cli,
+    client_or_exit,
+    fail,
+    load_or_exit,
+    resolve_or_exit,
+    split_command,
+    split_connection,
+)
+
+
+@cli.command()
+@PATHS
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["env", "docker", "json", "yaml"]),
+    help="Format for --output or standard output [default: from the file name, else env].",
+)
+@click.option(
+    "--output",
+    "-o",
+    help="Write every dependency to this one file ('-': standard output) instead of each manifest's outputs.",
+)
+@boot_options
+@boot_connection_options
+def render(
+    paths: tuple[str, ...],
+    fmt: str | None,
+    output: str | None,
+    budget: float,
+    cache_dir: str | None,
+    no_cache: bool,
+    offline: bool,
+    **kwargs: Any,
+) -> None:
+    """Resolve the dependencies once and write the outputs (for container boot).
+
+    Sources, in order: Consul (healthy instances only), the last known good value, the static fallback.
+    Files are replaced atomically and only when their bytes change. Exit 1 if a required dependency has no value
+    (nothing is written then).
+    """
+    from manifest_runner.errors import ManifestRunnerError
+    from manifest_runner.resolve.delivery import write_one, write_outputs
+
+    manifest_set, resolution = resolve_or_exit(paths, budget, cache_dir, no_cache, offline, split_connection(kwargs))
+    try:
+        if output is not None or not any(
+            m.manifest.outputs.env_file or m.manifest.outputs.json_file or m.manifest.outputs.yaml_file
+            for m in manifest_set.manifests
+        ):
+            write_one(resolution, output or "-", fmt, lambda text: click.echo(text, nl=False))
+            if output not in (None, "-"):
+                click.echo(f"wrote {output}", err=True)
+            return
+        for path, changed in write_outputs(manifest_set, resolution):
+            click.echo(f"{'wrote' if changed else 'unchanged'} {path}", err=True)
+    except ManifestRunnerError as err:
+        fail(err)
+
+
+@cli.command("exec", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@click.option("--watch", is_flag=True, help="Keep watching Consul; on a change, restart the command (or signal it).")
+@child_options
+@boot_options
+@boot_connection_options
+@click.argument("arguments", nargs=-1, type=click.UNPROCESSED, metavar="PATH... -- CMD [ARG...]")
+def exec_(
+    arguments: tuple[str, ...],
+    watch: bool,
+    reload_signal: str | None,
+    debounce: float,
+    grace: float,
+    budget: float,
+    cache_dir: str | None,
+    no_cache: bool,
+    offline: bool,
+    **kwargs: Any,
+) -> None:
+    """Resolve the dependencies, then run CMD with them in its environment.
+
+    Without --watch, consul-manifest replaces itself with CMD: signals reach it directly and its exit code is the
+    exit code. With --watch, CMD runs as a child: signals are forwarded, and when a value changes the child is
+    restarted (or sent --signal) after --debounce seconds of quiet; the exit code is the child's.
+    Options go before the manifest paths.
+    """
+    if "--" not in arguments:
+        raise click.UsageError("separate the command with --: consul-manifest exec [OPTIONS] PATH... -- CMD [ARG...]")
+    paths, command = split_command(arguments)
+    if not command:
+        raise click.UsageError("give a CMD after --")
+    connection = split_connection(kwargs)
+    if watch:
+        sys.exit(
+            _exec_watch(
+                paths, list(command), budget, cache_dir, no_cache, offline, connection, reload_signal, debounce, grace
+            )
+        )
+    import os
+
+    from manifest_runner.resolve.delivery import child_environment
+
+    _, resolution = resolve_or_exit(paths, budget, cache_dir, no_cache, offline, connection)
+    environment = child_environment(resolution.all)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:
+        os.execvpe(command[0], list(command), environment)  # noqa: S606 - no shell: the user's argv as given
+    except FileNotFoundError:
+        click.echo(f"error: {command[0]}: command not found", err=True)
+        sys.exit(127)
+    except PermissionError:
+        click.echo(f"error: {command[0]}: permission denied", err=True)
+        sys.exit(126)
+
+
+def _exec_watch(
+    paths: tuple[str, ...],
+    command: list[str],
+    budget: float,
+    cache_dir: str | None,
+    no_cache: bool,
+    offline: bool,
+    connection: dict[str, Any],
+    reload_signal: str | None,
+    debounce: float,
+    grace: float,
+) -> int:
+    """exec --watch: the runner's loop without applying (resolve, supervise, forward signals)."""
+    from manifest_runner.run.runner import Runner, RunOptions
+    from manifest_runner.run.supervisor import signal_number
+    from manifest_runner.run.telemetry import configure_logging
+
+    try:
+        reload_number = signal_number(reload_signal)
+    except ValueError:
+        raise click.BadParameter(f"unknown signal {reload_signal!r}", param_hint="--signal") from None
+    manifest_set = load_or_exit(paths)
+    client = None if offline else client_or_exit(connection)
+    configure_logging("plain", "info")
+    options = RunOptions(
+        apply=False,
+        require_values=True,
+        budget=budget,
+        cache_dir=cache_folder(cache_dir, no_cache),
+        command=command,
+        reload_signal=reload_number,
+        child_debounce=debounce,
+        grace=grace,
+    )
+    try:
+        return Runner(manifest_set, paths, client, options).run()
+    except FileNotFoundError:
+        click.echo(f"error: {command[0]}: command not found", err=True)
+        return 127

@@ -1,0 +1,102 @@
+"""The running outputs: dependencies resolved again when they may have changed, files rewritten when a value did.
+
+Keeps one resolver per owner across passes (so that round_robin advances and a random or weighted pick stays on
+its instance while it stays healthy) and the last outcome of every dependency; only the named dependencies cost a
+request, and a manifest's outputs are rewritten only when one of its values changed. A manifest with a required
+dependency that resolved from nothing keeps its files as they are.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from pathlib import Path
+
+from manifest_runner.consul.client import ConsulClient
+from manifest_runner.errors import ManifestRunnerError
+from manifest_runner.manifest.loader import LoadedManifest, ManifestSet
+from manifest_runner.resolve.delivery import Resolution, child_environment, resolve_set, write_outputs
+from manifest_runner.resolve.resolver import Budget, Resolver
+from manifest_runner.resolve.result import Resolved
+from manifest_runner.run.dependencies import split_key
+from manifest_runner.run.telemetry import Metrics
+
+log = logging.getLogger("consul_manifest.run")
+
+
+class DependencyOutputs:
+    def __init__(self, client: ConsulClient | None, cache_dir: Path | None, budget: float, metrics: Metrics) -> None:
+        self.client = client
+        self.cache_dir = cache_dir
+        self.budget = budget
+        self.metrics = metrics
+        self.resolvers: dict[str, Resolver] = {}
+        self.outcomes: dict[tuple[Path, str], Resolved] = {}
+
+    def keep_only(self, manifests: ManifestSet) -> None:
+        """Forget the outcomes of manifests that are no longer in force."""
+        files = {m.file for m in manifests.manifests}
+        self.outcomes = {k: v for k, v in self.outcomes.items() if k[0] in files}
+
+    def refresh(self, manifests: ManifestSet, keys: Iterable[str] | None) -> bool:
+        """Resolve again the dependencies named by ``keys`` (all when None); rewrite the outputs of the manifests
+        where a value changed. Returns whether any value changed."""
+        only: dict[Path, set[str]] | None = None
+        if keys is not None:
+            only = {}
+            for key in keys:
+                file, name = split_key(key)
+                only.setdefault(file, set()).add(name)
+        resolution = resolve_set(
+            manifests, self.client, self.cache_dir, Budget.of(self.budget), self.resolvers, only=only
+        )
+        for problem in resolution.cache_problems:
+            log.warning("%s", problem)
+        changed = [
+            m
+            for m in manifests.manifests
+            if m.file in resolution.by_manifest and self._record(m.file, resolution.by_manifest[m.file])
+        ]
+        for loaded in changed:
+            self._render(loaded)
+        return bool(changed)
+
+    def failed(self) -> list[Resolved]:
+        return [item for item in self.outcomes.values() if item.failed]
+
+    def environment(self) -> dict[str, str]:
+        """The environment of a supervised command: the current one with every resolved value set."""
+        return child_environment(list(self.outcomes.values()))
+
+    def _record(self, path: Path, items: list[Resolved]) -> bool:
+        changed = False
+        for item in items:
+            self.metrics.inc("consul_manifest_resolutions_total", source=item.source)
+            previous = self.outcomes.get((path, item.name))
+            if not item.same_outcome(previous):
+                changed = True
+                if item.source != "consul":
+                    log.warning("%s: %s", item.name, item.explain())
+                elif previous is not None:
+                    log.info("%s: %s (%s)", item.name, item.value, item.source)
+            self.outcomes[(path, item.name)] = item
+        return changed
+
+    def _render(self, loaded: LoadedManifest) -> None:
+        items = [
+            self.outcomes[(loaded.file, name)]
+            for name in sorted(loaded.manifest.dependencies)
+            if (loaded.file, name) in self.outcomes
+        ]
+        failed = [item for item in items if item.failed]
+        if failed:
+            for item in failed:
+                log.error("dependency %s: no value (%s); %s is left as it is", item.name, item.reason, loaded.file)
+            return
+        try:
+            for path, written in write_outputs(ManifestSet((loaded,)), Resolution({loaded.file: items})):
+                if written:
+                    self.metrics.inc("consul_manifest_renders_total")
+                    log.info("wrote %s", path)
+        except ManifestRunnerError as err:
+            log.error("%s", err)
