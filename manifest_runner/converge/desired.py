@@ -7,16 +7,8 @@ from typing import TYPE_CHECKING, Any
 
 from manifest_runner.consul import kvcodec
 from manifest_runner.converge.state import CheckSpec, DesiredState, KVEntry, KVMode, ServiceSpec, freeze
-from manifest_runner.manifest.model import (
-    GrpcCheck,
-    HttpCheck,
-    Manifest,
-    Service,
-    TcpCheck,
-    TtlCheck,
-    effective_address,
-    effective_service_id,
-)
+from manifest_runner.manifest.checks import GrpcCheck, HttpCheck, TcpCheck, TtlCheck
+from manifest_runner.manifest.model import Manifest, Service, effective_address, effective_service_id
 from manifest_runner.marks import HASH_KEY, MANAGED_BY, MANAGED_BY_KEY, OWNER_KEY
 
 if TYPE_CHECKING:

@@ -24,12 +24,12 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from manifest_runner.config import ConsulConfig
-from manifest_runner.consul import kvcodec
 from manifest_runner.consul.client import ConsulClient
 from manifest_runner.consul.heartbeat import TtlHeartbeat
 from manifest_runner.consul.lock import Lock
 from manifest_runner.consul.payloads import Instance
-from manifest_runner.errors import ConsulError, ConsulUnavailable, LockTimeout, ResolveError
+from manifest_runner.errors import ConsulError, LockTimeout, ResolveError
+from manifest_runner.library.configuration import ConfigStore
 from manifest_runner.library.discovery import (
     LOCAL_AGENT,
     Discovery,
@@ -39,6 +39,7 @@ from manifest_runner.library.discovery import (
     instance_dict,
     routable_address,
 )
+from manifest_runner.library.infrastructure import INFRASTRUCTURE, InfrastructureHelpers
 from manifest_runner.marks import MANAGED_BY_KEY, MANAGED_BY_LIBRARY
 from manifest_runner.resolve.strategies import STRATEGIES, pick
 from manifest_runner.util.backoff import Backoff
@@ -49,19 +50,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("consul_manifest.registry")
 
-_UNSET: Any = object()
-
-#: service name, URL format and conventional local default of each infrastructure helper
-INFRASTRUCTURE: dict[str, tuple[str, str, str]] = {
-    "nats": ("nats", "nats://{address}:{port}", "nats://localhost:4222"),
-    "redis": ("redis", "redis://{address}:{port}", "redis://localhost:6379"),
-    "loki": ("loki", "http://{address}:{port}", "http://localhost:3100"),
-    "minio": ("minio", "{address}:{port}", "localhost:9000"),
-    "duckdb": ("duckdb", "{address}:{port}", "localhost:50052"),
-    "postgres": ("postgres", "postgresql://{address}:{port}", "postgresql://localhost:5432"),
-    "qdrant": ("qdrant", "http://{address}:{port}", "http://localhost:6333"),
-}
-
 
 class ServiceNotFound(ResolveError):
     """No healthy instance of the service (in any datacenter asked), and no fallback was given."""
@@ -71,7 +59,7 @@ def _seconds(value: float | int | str) -> float:
     return float(value) if isinstance(value, int | float) else parse_duration(value)
 
 
-class ConsulRegistry:
+class ConsulRegistry(ConfigStore, InfrastructureHelpers):
     """Register one service instance, discover others, keep configuration, take locks, watch for changes."""
 
     def __init__(
@@ -376,75 +364,6 @@ class ConsulRegistry:
         if self._consul_down:
             log.info("Consul is reachable again")
         self._consul_down = False
-
-    # -- configuration ----------------------------------------------------------------------------------------
-
-    def _key(self, key: str) -> str:
-        return self.config_prefix + key.lstrip("/")
-
-    def set_config(self, key: str, value: Any) -> bool:
-        """Store a value under this service's prefix; its type is kept (``"5432"`` stays a string)."""
-        data, flags = kvcodec.encode(value)
-        if not self.client.kv_put(self._key(key), data, flags=flags):
-            raise ConsulError(f"Consul did not store {self._key(key)}", operation=f"PUT /v1/kv/{self._key(key)}")
-        return True
-
-    def get_config(self, key: str, default: Any = _UNSET) -> Any:
-        """The value as it was set, or ``default`` (None if not given) when absent. When Consul is away, an
-        explicit ``default`` is returned (logged); without one, ConsulUnavailable is raised."""
-        try:
-            _, entries = self.client.kv_get(self._key(key))
-        except ConsulUnavailable as err:
-            self._down(err)
-            if default is _UNSET:
-                raise
-            return default
-        self._up()
-        if not entries:
-            return None if default is _UNSET else default
-        return kvcodec.decode(entries[0].value, entries[0].flags)
-
-    def get_all_config(self, prefix: str = "") -> dict[str, Any]:
-        """Every value under this service's prefix (and ``prefix`` within it), keyed relative to the service's
-        prefix: ``get_all_config("database/")`` -> ``{"database/url": ..., "database/pool_size": 20}``."""
-        _, entries = self.client.kv_get(self._key(prefix), recurse=True)
-        return {
-            entry.key[len(self.config_prefix) :]: kvcodec.decode(entry.value, entry.flags)
-            for entry in entries
-            if not entry.key.endswith("/")
-        }
-
-    def delete_config(self, key: str) -> bool:
-        return self.client.kv_delete(self._key(key))
-
-    # -- infrastructure ---------------------------------------------------------------------------------------
-
-    def _infrastructure(self, kind: str, service_name: str | None, fallback_url: str | None) -> str:
-        default_name, template, default_url = INFRASTRUCTURE[kind]
-        name = service_name or self.infrastructure.get(kind, default_name)
-        fallback = default_url if fallback_url is None else fallback_url
-        return self._endpoint(name, "health_weighted", fallback, None, [None], template)
-
-    def get_nats_url(self, service_name: str | None = None, fallback_url: str | None = None) -> str:
-        return self._infrastructure("nats", service_name, fallback_url)
-
-    def get_redis_url(self, service_name: str | None = None, fallback_url: str | None = None) -> str:
-        return self._infrastructure("redis", service_name, fallback_url)
-
-    def get_loki_url(self, service_name: str | None = None, fallback_url: str | None = None) -> str:
-        return self._infrastructure("loki", service_name, fallback_url)
-
-    def get_minio_endpoint(self, service_name: str | None = None, fallback_url: str | None = None) -> str:
-        return self._infrastructure("minio", service_name, fallback_url)
-
-    def get_duckdb_url(self, service_name: str | None = None, fallback_url: str | None = None) -> str:
-        return self._infrastructure("duckdb", service_name, fallback_url)
-
-    def get_postgres_url(self, service_name: str | None = None, fallback_url: str | None = None) -> str:
-        return self._infrastructure("postgres", service_name, fallback_url)
-
-    def get_qdrant_url(self, service_name: str | None = None, fallback_url: str | None = None) -> str:
-        return self._infrastructure("qdrant", service_name, fallback_url)
 
     # -- sessions and locks -----------------------------------------------------------------------------------
 

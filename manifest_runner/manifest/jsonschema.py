@@ -12,20 +12,22 @@ from __future__ import annotations
 import ast
 import inspect
 import json
+from types import ModuleType
 from typing import Any
 
-from manifest_runner.manifest import model
+from manifest_runner.manifest import checks, fields, model
 from manifest_runner.manifest.model import Manifest
+
+MODEL_MODULES: tuple[ModuleType, ...] = (fields, checks, model)
 
 
 def attribute_docstrings() -> dict[str, dict[str, str]]:
-    """{class name: {field name: docstring}} for the models of ``manifest/model.py``."""
-    tree = ast.parse(inspect.getsource(model))
+    """{class name: {field name: docstring}} for the models of the manifest's modules."""
     found: dict[str, dict[str, str]] = {}
-    for node in tree.body:
+    for node in (n for module in MODEL_MODULES for n in ast.parse(inspect.getsource(module)).body):
         if not isinstance(node, ast.ClassDef):
             continue
-        fields: dict[str, str] = {}
+        described: dict[str, str] = {}
         for current, following in zip(node.body, node.body[1:], strict=False):
             if (
                 isinstance(current, ast.AnnAssign)
@@ -34,13 +36,13 @@ def attribute_docstrings() -> dict[str, dict[str, str]]:
                 and isinstance(following.value, ast.Constant)
                 and isinstance(following.value.value, str)
             ):
-                fields[current.target.id] = inspect.cleandoc(following.value.value)
-        found[node.name] = fields
+                described[current.target.id] = inspect.cleandoc(following.value.value)
+        found[node.name] = described
     return found
 
 
 def _inherited(name: str, docs: dict[str, dict[str, str]]) -> dict[str, str]:
-    found = getattr(model, name, None)
+    found = next((getattr(m, name) for m in MODEL_MODULES if hasattr(m, name)), None)
     merged: dict[str, str] = {}
     for klass in reversed(getattr(found, "__mro__", ())):
         merged.update(docs.get(klass.__name__, {}))

@@ -20,9 +20,10 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
 from manifest_runner.errors import ManifestError, Problem
 from manifest_runner.manifest.crosscheck import consistency_problems
+from manifest_runner.manifest.fields import Owner
 from manifest_runner.manifest.loaded import LoadedManifest, ManifestSet
 from manifest_runner.manifest.locations import PathKey, data_path, merge_same_place, problem_from_pydantic
-from manifest_runner.manifest.model import Manifest, Owner
+from manifest_runner.manifest.model import Manifest
 from manifest_runner.manifest.parse import Converter, decode, parse_yaml
 
 __all__ = ["MANIFEST_SUFFIXES", "LoadedManifest", "ManifestSet", "load_manifests", "parse_manifest"]

@@ -15,7 +15,8 @@ from typing import Annotated, Any, Union, get_args, get_origin
 from pydantic import BaseModel
 
 from manifest_runner.errors import Problem
-from manifest_runner.manifest.model import PATTERN_HELP, Manifest
+from manifest_runner.manifest.fields import PATTERN_HELP
+from manifest_runner.manifest.model import Manifest
 
 PathKey = tuple[str | int, ...]
 
@@ -129,13 +130,13 @@ def _tidy(message: str) -> str:
 
 
 def _tagged() -> dict[str | int, type[BaseModel]]:
-    from manifest_runner.manifest import model
+    from manifest_runner.manifest import checks, model
 
     return {
-        "http": model.HttpCheck,
-        "tcp": model.TcpCheck,
-        "grpc": model.GrpcCheck,
-        "ttl": model.TtlCheck,
+        "http": checks.HttpCheck,
+        "tcp": checks.TcpCheck,
+        "grpc": checks.GrpcCheck,
+        "ttl": checks.TtlCheck,
         "service": model.ServiceDependency,
         "kv": model.KVDependency,
     }

@@ -8,9 +8,11 @@ jittered backoff; a success resets it. A conflict is logged once, not at every r
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from manifest_runner.consul.client import ConsulClient
 from manifest_runner.converge.observe import services_filter
@@ -95,6 +97,19 @@ class Converger:
             self.failed(f"{owner}: {report.error}")
             return False
         return True
+
+    def status(self, owners: list[str], resync: float) -> tuple[bool, dict[str, Any]]:
+        """What ``/healthz`` answers: healthy when converged and synced within three resync periods."""
+        health = self.health
+        recent = health.last_sync is not None and time.time() - health.last_sync < 3 * resync
+        return health.converged and recent, {
+            "converged": health.converged,
+            "last_sync": health.last_sync,
+            "last_error": health.last_error,
+            "owners": owners,
+            "uptime_seconds": round(time.time() - health.started),
+            "pid": os.getpid(),
+        }
 
     def failed(self, message: str) -> None:
         self.metrics.inc("consul_manifest_sync_errors_total")

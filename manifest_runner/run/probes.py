@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 from manifest_runner.consul.client import ConsulClient
 from manifest_runner.consul.heartbeat import TtlHeartbeat
 from manifest_runner.converge.state import CheckSpec
-from manifest_runner.manifest.model import Heartbeat
+from manifest_runner.manifest.checks import Heartbeat
 from manifest_runner.util.durations import parse_duration
 
 

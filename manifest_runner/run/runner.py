@@ -1,36 +1,33 @@
 """``consul-manifest run`` (and ``exec --watch``): one loop over collaborators that each own one concern.
 
 Threads only watch and report, through one event queue (:mod:`.events`); this loop owns every decision and every
-write. Its collaborators: the manifest files (:mod:`.files`), the drift watch (:mod:`.drift`), the converger
-(:mod:`.converger`), the dependency watch and outputs (:mod:`.dependencies`, :mod:`.outputs`), the TTL heartbeats
-(:mod:`.probes`), the supervised command (:mod:`.supervisor`) and the status endpoint (:mod:`.telemetry`).
+write. Its collaborators: the manifest files (:mod:`.files`), the watches of Consul (:mod:`.watches`: drift,
+dependencies, TTL heartbeats), the converger (:mod:`.converger`), the outputs (:mod:`.outputs`), the supervised
+command (:mod:`.supervisor`) and the status endpoint (:mod:`.telemetry`).
 ``exec --watch`` is the same loop without applying: no converger, no drift or file watch, no heartbeats.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from manifest_runner.consul.blocking import wait_ready
 from manifest_runner.consul.client import ConsulClient
 from manifest_runner.converge.desired import desired_states
+from manifest_runner.converge.state import DesiredState
 from manifest_runner.manifest.loader import ManifestSet
 from manifest_runner.run import events as ev
 from manifest_runner.run.converger import Converger
-from manifest_runner.run.dependencies import DependencyWatch, dependency_keys
 from manifest_runner.run.drift import DriftWatch
 from manifest_runner.run.files import ManifestFiles
 from manifest_runner.run.outputs import DependencyOutputs
-from manifest_runner.run.probes import beats_for
 from manifest_runner.run.supervisor import FORWARDED, Supervisor
 from manifest_runner.run.telemetry import Metrics, StatusServer
+from manifest_runner.run.watches import Watches, watch_failed
 from manifest_runner.util.backoff import Backoff
 
 log = logging.getLogger("consul_manifest.run")
@@ -63,23 +60,28 @@ class Runner:
     def __init__(
         self, manifests: ManifestSet, paths: Sequence[str], client: ConsulClient | None, options: RunOptions
     ) -> None:
-        self.client, self.options, self.manifests = client, options, manifests
+        self.options, self.manifests = options, manifests
         self.events = ev.Events()
         self.metrics = Metrics()
-        self.desired = desired_states(manifests) if options.apply else {}
+        self.desired: dict[str, DesiredState] = {}
         self.outputs = DependencyOutputs(client, options.cache_dir, options.budget, self.metrics)
         self.converger: Converger | None = None
         self.files: ManifestFiles | None = None
-        self.drift: DriftWatch | None = None
+        drift = None
         if options.apply and client is not None:
             pace = Backoff(options.backoff_start, options.backoff_cap)
             self.converger = Converger(
                 client, self.metrics, prune=options.prune, lock_timeout=options.lock_timeout, backoff=pace
             )
             self.files = ManifestFiles(paths, manifests, lambda: self.events.put(ev.FILES))
-            self.drift = DriftWatch(client, lambda: self.events.put(ev.DRIFT), self._watch_failed)
-        self.dependencies: DependencyWatch | None = None
-        self.beats: list[Any] = []
+            drift = DriftWatch(client, lambda: self.events.put(ev.DRIFT), watch_failed)
+        self.watches = Watches(
+            client,
+            drift=drift,
+            on_dependencies=lambda keys: self.events.put(ev.DEPS, keys),
+            on_beat=lambda _check, status, _output: self.metrics.inc("consul_manifest_heartbeats_total", status=status),
+            on_check_lost=lambda _check: self.events.put(ev.DRIFT),  # the agent lost a check: converge again
+        )
         self.supervisor: Supervisor | None = None
         if options.command:
             self.supervisor = Supervisor(
@@ -93,12 +95,14 @@ class Runner:
 
     def run(self) -> int:
         self.events.catch_signals(FORWARDED)
-        status = (
-            StatusServer(self.options.listen, self._health, self.metrics, self._gauges).start()
-            if self.options.listen
-            else None
-        )
-        if status is not None:
+        status, converger = None, self.converger
+        if self.options.listen and converger is not None:
+            status = StatusServer(
+                self.options.listen,
+                lambda: converger.status(sorted(self.desired), self.options.resync),
+                self.metrics,
+                lambda: {"consul_manifest_watch_wakeups_total": float(self.watches.wakeups)},
+            ).start()
             log.info("status endpoint on http://%s (/healthz, /metrics)", status.address)
         if self.files is not None:
             self.files.start()
@@ -113,7 +117,7 @@ class Runner:
                 self.supervisor.start(self.outputs.environment())
             return self._loop()
         finally:
-            self._stop_watches()
+            self.watches.stop()
             if status is not None:
                 status.stop()
 
@@ -152,12 +156,12 @@ class Runner:
     def _when_due(self, batch: ev.Batch) -> None:
         """Converge on drift, on a retry after a failure, and at every resync (with the dependencies' resync)."""
         now = time.monotonic()
-        retry = self.converger is not None and self.converger.retry_at is not None and now >= self.converger.retry_at
-        if not (ev.DRIFT in batch.kinds or retry or now >= self.next_resync):
+        retry_at = self.converger.retry_at if self.converger is not None else None
+        if not (ev.DRIFT in batch.kinds or (retry_at is not None and now >= retry_at) or now >= self.next_resync):
             return
         if now >= self.next_resync:
             self.next_resync = now + self.options.resync
-            if self.drift is not None and self.drift.node_replaced():
+            if self.watches.drift is not None and self.watches.drift.node_replaced():
                 self._adopt(self.manifests)
             if now >= self.next_dependency_resync:
                 self.next_dependency_resync = now + self.options.dependency_resync
@@ -166,39 +170,24 @@ class Runner:
             self.converger.converge(self.desired)
 
     def _timeout(self) -> float:
+        now = time.monotonic()
         deadlines = [self.next_resync]
         if self.converger is not None and self.converger.retry_at is not None:
             deadlines.append(self.converger.retry_at)
-        if self.supervisor is not None:
-            deadlines.append(self.supervisor.deadline() or time.monotonic() + 0.2)
-            deadlines.append(time.monotonic() + 0.2)  # notice the command's exit promptly
-        return max(0.0, min(deadlines) - time.monotonic())
+        if self.supervisor is not None:  # notice the command's exit promptly, and act on a change when due
+            deadlines += [now + 0.2, self.supervisor.deadline() or now + 0.2]
+        return max(0.0, min(deadlines) - now)
 
     def _adopt(self, manifests: ManifestSet) -> None:
         """Make ``manifests`` the ones in force: watch first (a change made while we converge is then seen, not
         lost), converge, then start the heartbeats (a heartbeat updates a check that must exist)."""
         self.manifests = manifests
         self.outputs.keep_only(manifests)
-        self._stop_watches()
-        loops = []
-        if self.options.apply:
-            self.desired = desired_states(manifests)
-            loops += self.drift.start(self.desired.values()) if self.drift is not None else []
-        watched = dependency_keys(manifests)
-        if watched and self.client is not None:
-            self.dependencies = DependencyWatch(
-                self.client, watched, lambda keys: self.events.put(ev.DEPS, keys), on_error=self._watch_failed
-            ).start()
-            loops += self.dependencies.loops
-        if not wait_ready(loops):
-            log.warning("some watches have no starting index yet; the resync will catch what they miss")
+        self.desired = desired_states(manifests) if self.converger is not None else {}
+        self.watches.start(manifests, self.desired.values())
         if self.converger is not None:
             self.converger.converge(self.desired)
-            checks = [check for d in self.desired.values() for s in d.services for check in s.checks]
-            self.beats = [
-                beat.start()
-                for beat in beats_for(self.converger.client, checks, self._beat, lambda _c: self.events.put(ev.DRIFT))
-            ]
+            self.watches.start_heartbeats(self.desired.values())
 
     def _refresh(self, keys: set[str] | None) -> None:
         started = time.monotonic()
@@ -211,43 +200,9 @@ class Runner:
     def _stop(self, signum: int | None, code: int) -> int:
         if self.files is not None:
             self.files.stop()
-        self._stop_watches()
+        self.watches.stop()
         if self.converger is not None:
             self.converger.deregister_on_exit(self.desired)
         if self.supervisor is not None and signum is not None:
             return self.supervisor.stop(signum)
         return code
-
-    def _stop_watches(self) -> None:
-        if self.drift is not None:
-            self.drift.stop()
-        if self.dependencies is not None:
-            self.dependencies.stop()
-            self.dependencies = None
-        for beat in self.beats:
-            beat.stop()
-        self.beats = []
-
-    def _watch_failed(self, name: str, err: BaseException) -> None:
-        log.warning("watch %s: %s", name, err)
-
-    def _beat(self, _check_id: str, status: str, _output: str) -> None:
-        self.metrics.inc("consul_manifest_heartbeats_total", status=status)
-
-    def _health(self) -> tuple[bool, dict[str, Any]]:
-        health = self.converger.health if self.converger is not None else None
-        last_sync = health.last_sync if health else None
-        recent = last_sync is not None and time.time() - last_sync < 3 * self.options.resync
-        converged = bool(health and health.converged)
-        return converged and recent, {
-            "converged": converged,
-            "last_sync": last_sync,
-            "last_error": health.last_error if health else None,
-            "owners": sorted(self.desired),
-            "uptime_seconds": round(time.time() - health.started) if health else 0,
-            "pid": os.getpid(),
-        }
-
-    def _gauges(self) -> dict[str, float]:
-        wakeups = (self.drift.wakeups if self.drift else 0) + (self.dependencies.wakeups if self.dependencies else 0)
-        return {"consul_manifest_watch_wakeups_total": float(wakeups)}

@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 
 from manifest_runner.errors import ManifestError
+from manifest_runner.manifest.checks import HttpCheck, TtlCheck
 from manifest_runner.manifest.loader import load_manifests, parse_manifest
-from manifest_runner.manifest.model import HttpCheck, KVDependency, ServiceDependency, TtlCheck, effective_service_id
+from manifest_runner.manifest.model import KVDependency, ServiceDependency, effective_service_id
 
 EXAMPLES = Path(__file__).parent.parent.parent / "examples"
 

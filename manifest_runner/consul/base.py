@@ -1,0 +1,192 @@
+"""The plumbing under every typed call: settings, the transport, the token header, errors and decoding.
+
+:class:`BaseClient` sends one request (:meth:`BaseClient.send`) or one request whose JSON answer is decoded by
+:mod:`.payloads` (:meth:`BaseClient.read`); the typed calls are built on these two in :mod:`.client` and :mod:`.kv`.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Self, TypeVar
+
+from manifest_runner.config import ConsulConfig
+from manifest_runner.consul import payloads
+from manifest_runner.consul.payloads import AgentInfo, PayloadError
+from manifest_runner.consul.statuses import raise_for_status
+from manifest_runner.consul.transport import Answer, HttpTransport, Transport, TransportError
+from manifest_runner.errors import ConsulProtocolError, ConsulRefused, ConsulUnavailable
+from manifest_runner.util.durations import parse_duration
+
+DEFAULT_WAIT = 300.0
+T = TypeVar("T")
+
+
+def _blocking_wait(params: Iterable[tuple[str, Any]]) -> float | None:
+    values = dict(params)
+    if "index" not in values:
+        return None
+    return parse_duration(str(values["wait"])) if "wait" in values else DEFAULT_WAIT
+
+
+class BaseClient:
+    """Requests to one Consul agent, with the settings' address, TLS, token and timeouts. Thread-safe."""
+
+    def __init__(self, settings: ConsulConfig, *, max_idle: int = 8, transport: HttpTransport | None = None) -> None:
+        self.settings = settings
+        self.endpoint = settings.endpoint()
+        self._token = settings.resolved_token()
+        self._transport: HttpTransport = transport or Transport(
+            self.endpoint,
+            verify=settings.verify(),
+            cert=settings.client_certificate(),
+            server_name=settings.tls_server_name,
+            timeout=settings.timeout,
+            max_idle=max_idle,
+        )
+        self._raw: Any = None
+        self._op_limit: int | None = None
+        self._version: str | None = None
+        self._counts_lock = threading.Lock()
+        self.counts: dict[str, int] = {}
+        self.counts_by_path: dict[str, int] = {}
+
+    @property
+    def raw(self) -> Any:
+        """A genuine py-consul ``consul.Consul`` on this adapter's transport (imported on first use)."""
+        if self._raw is None:
+            from manifest_runner.consul.pyconsul import facade
+
+            self._raw = facade(self, self.settings.datacenter)
+        return self._raw
+
+    @property
+    def address(self) -> str:
+        return self.endpoint.url
+
+    @property
+    def datacenter(self) -> str | None:
+        return self.settings.datacenter
+
+    def clone(self) -> Self:
+        """A client with the same settings and a connection of its own: for a blocking query that must be
+        stoppable at once (:meth:`abort`) without disturbing other requests."""
+        twin = type(self)(self.settings, max_idle=1, transport=self._transport.twin(max_idle=1))
+        twin._token = self._token
+        twin._op_limit = self._op_limit
+        twin._version = self._version
+        return twin
+
+    def abort(self) -> None:
+        """Interrupt every request in flight and refuse new ones (see :meth:`Transport.abort`)."""
+        self._transport.abort()
+
+    def request_counts(self, by_path: bool = False) -> dict[str, int]:
+        """Requests sent so far, by HTTP method (or by ``METHOD /path``)."""
+        with self._counts_lock:
+            return dict(self.counts_by_path if by_path else self.counts)
+
+    def close(self) -> None:
+        self._transport.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- plumbing ---------------------------------------------------------------------------------------------
+
+    def send(
+        self,
+        method: str,
+        path: str,
+        params: Iterable[tuple[str, Any]] | None = None,
+        data: str | bytes | None = None,
+        *,
+        headers: Mapping[str, str] | None = None,
+        timeout: float | None = None,
+    ) -> Answer:
+        """One request, the token in its header; errors mapped to the project's tree. 404 is an answer.
+
+        ``timeout`` (seconds) caps the request below the configured one, e.g. to stay within a total budget."""
+        params = list(params or [])
+        operation = f"{method} {path}"
+        wait = _blocking_wait(params)
+        base = self.settings.timeout if timeout is None else min(timeout, self.settings.timeout)
+        timeout = base + (wait + wait / 16 if wait is not None else 0.0)
+        all_headers = dict(headers or {})
+        if self._token and "X-Consul-Token" not in all_headers:
+            all_headers["X-Consul-Token"] = self._token
+        with self._counts_lock:
+            self.counts[method] = self.counts.get(method, 0) + 1
+            self.counts_by_path[operation] = self.counts_by_path.get(operation, 0) + 1
+        try:
+            answer = self._transport.request(method, path, params, data, headers=all_headers, timeout=timeout)
+        except TransportError as err:
+            where = self.endpoint.url
+            if err.kind == "tls":
+                raise ConsulRefused(f"TLS handshake with {where} failed: {err.reason}", operation=operation) from None
+            if err.kind == "timeout":
+                raise ConsulUnavailable(f"no answer from {where} within {timeout:g}s", operation=operation) from None
+            raise ConsulUnavailable(f"cannot reach Consul at {where}: {err.reason}", operation=operation) from None
+        raise_for_status(answer, operation, path)
+        return answer
+
+    def read(
+        self,
+        method: str,
+        path: str,
+        decode: Callable[[Any], T],
+        params: Iterable[tuple[str, Any]] | None = None,
+        data: str | bytes | None = None,
+        *,
+        timeout: float | None = None,
+        blocking: bool = False,
+    ) -> tuple[int, T | None]:
+        """One request whose JSON answer is decoded by ``decode`` (from :mod:`.payloads`): (index, value), value
+        ``None`` on a 404. ``blocking``: the answer must carry ``X-Consul-Index`` (every blocking endpoint of
+        Consul sends it). An answer of another shape is a :class:`ConsulProtocolError`."""
+        answer = self.send(method, path, params, data, timeout=timeout)
+        operation = f"{method} {path}"
+        try:
+            index = payloads.consul_index(answer.headers, required=blocking and answer.status != 404)
+            if answer.status == 404:
+                return index, None
+            return index, decode(payloads.json_body(answer.body))
+        except PayloadError as err:
+            raise ConsulProtocolError(
+                f"the answer is not what Consul sends ({err}); is this a Consul agent?",
+                operation=operation,
+                status=answer.status,
+            ) from None
+
+    def _dc(self, datacenter: str | None) -> list[tuple[str, str]]:
+        dc = datacenter or self.settings.datacenter
+        return [("dc", dc)] if dc else []
+
+    @staticmethod
+    def _blocking(params: list[tuple[str, Any]], index: int | None, wait: str | None) -> None:
+        if index is not None:
+            params.append(("index", max(1, index)))  # never block with index 0: it would return at once
+            if wait:
+                params.append(("wait", wait))
+
+    def agent_self(self) -> AgentInfo:
+        _, info = self.read("GET", "/v1/agent/self", payloads.agent_info)
+        if info is None:
+            raise ConsulProtocolError("no agent description", operation="GET /v1/agent/self", status=404)
+        return info
+
+    def version(self) -> str:
+        if self._version is None:
+            self._version = self.agent_self().version
+        return self._version
+
+    def op_limit(self) -> int:
+        """The most operations one transaction may hold on this cluster (64 before Consul 1.14, 128 after)."""
+        if self._op_limit is None:
+            numbers = [int(n) for n in re.findall(r"\d+", self.version())[:2]] + [0, 0]
+            self._op_limit = 128 if (numbers[0], numbers[1]) >= (1, 14) else 64
+        return self._op_limit

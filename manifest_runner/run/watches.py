@@ -1,0 +1,79 @@
+"""Everything ``run`` watches in Consul for the manifests in force, started and stopped together.
+
+The drift watch (this agent's services, the KV roots), the dependency watch, and the TTL heartbeats. Watches start
+before the runner converges or resolves and it waits for their starting index, so that a change made meanwhile is
+seen rather than lost; heartbeats start after converging (a heartbeat updates a check that must exist).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+
+from manifest_runner.consul.blocking import BlockingLoop, wait_ready
+from manifest_runner.consul.client import ConsulClient
+from manifest_runner.consul.heartbeat import TtlHeartbeat
+from manifest_runner.converge.state import DesiredState
+from manifest_runner.manifest.loader import ManifestSet
+from manifest_runner.run.dependencies import DependencyWatch, dependency_keys
+from manifest_runner.run.drift import DriftWatch
+from manifest_runner.run.probes import beats_for
+
+log = logging.getLogger("consul_manifest.run")
+
+
+def watch_failed(name: str, err: BaseException) -> None:
+    log.warning("watch %s: %s", name, err)
+
+
+class Watches:
+    def __init__(
+        self,
+        client: ConsulClient | None,
+        *,
+        drift: DriftWatch | None,
+        on_dependencies: Callable[[set[str]], None],
+        on_beat: Callable[[str, str, str], None],
+        on_check_lost: Callable[[str], None],
+    ) -> None:
+        self.client = client
+        self.drift = drift
+        self.on_dependencies = on_dependencies
+        self.on_beat = on_beat
+        self.on_check_lost = on_check_lost
+        self.dependencies: DependencyWatch | None = None
+        self.beats: list[TtlHeartbeat] = []
+
+    def start(self, manifests: ManifestSet, desired: Iterable[DesiredState]) -> None:
+        """Stop what was watched, watch these manifests, and wait (briefly) for every starting index."""
+        self.stop()
+        loops: list[BlockingLoop] = self.drift.start(desired) if self.drift is not None else []
+        watched = dependency_keys(manifests)
+        if watched and self.client is not None:
+            self.dependencies = DependencyWatch(
+                self.client, watched, self.on_dependencies, on_error=watch_failed
+            ).start()
+            loops += self.dependencies.loops
+        if not wait_ready(loops):
+            log.warning("some watches have no starting index yet; the resync will catch what they miss")
+
+    def start_heartbeats(self, desired: Iterable[DesiredState]) -> None:
+        if self.client is None:
+            return
+        checks = [check for d in desired for s in d.services for check in s.checks]
+        self.beats = [b.start() for b in beats_for(self.client, checks, self.on_beat, self.on_check_lost)]
+
+    def stop(self) -> None:
+        if self.drift is not None:
+            self.drift.stop()
+        if self.dependencies is not None:
+            self.dependencies.stop()
+            self.dependencies = None
+        for beat in self.beats:
+            beat.stop()
+        self.beats = []
+
+    @property
+    def wakeups(self) -> int:
+        drift = self.drift.wakeups if self.drift is not None else 0
+        return drift + (self.dependencies.wakeups if self.dependencies is not None else 0)
