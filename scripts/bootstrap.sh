@@ -25,5 +25,7 @@ fi
 .venv/bin/python -m compileall -q manifest_runner >/dev/null
 export PATH="$root/.venv/bin:$PATH"
 
-CONSUL_BIN=$("$root/scripts/get-consul")
-export CONSUL_BIN
+if [ "${CONSUL_MANIFEST_SKIP_CONSUL:-0}" != 1 ]; then  # the quick suite needs no agent
+  CONSUL_BIN=$("$root/scripts/get-consul")
+  export CONSUL_BIN
+fi

@@ -26,6 +26,16 @@ def in_ci() -> bool:
     return os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
 
 
+CONSUL_FIXTURES = frozenset({"consul_binary", "consul", "fresh_consul", "consul_acl", "consul_wan", "consul_env"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test that uses an agent is marked ``consul``: ``-m "not consul"`` is then the quick suite."""
+    for item in items:
+        if CONSUL_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.consul)
+
+
 @pytest.fixture(scope="session")
 def consul_binary() -> str:
     binary = find_consul_binary()

@@ -1,4 +1,5 @@
-"""Everything Consul-specific: the adapter (``client``), observation, watches and locks.
+"""The adapter to Consul: transport, typed client, py-consul bridge, payload decoding, KV codec, locks, watches.
 
-Raw Consul payloads never travel further than this package.
+Consul's JSON is read in one module (:mod:`.payloads`) and leaves this package as typed values; nothing above it
+knows a URL, a status code or a JSON shape.
 """

@@ -83,7 +83,7 @@ class BlockingLoop:
                 return
             last_call = time.monotonic()
             try:
-                blocking = index and not recovering
+                blocking = not first and not recovering  # once an index is known, always block: clamped to >= 1
                 new_index, body = self.fetch(own, max(1, index) if blocking else None, self.wait)
             except ConsulError as err:
                 self.ready.set()  # Consul is away: nobody should wait for this loop's first read

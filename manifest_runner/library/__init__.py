@@ -1,0 +1,1 @@
+"""``ConsulRegistry``, the Python library, on the same core as the command line."""

@@ -1,4 +1,4 @@
-"""Resolved dependencies as files: pure renderers (env, docker, json, yaml) and one atomic file writer.
+"""Resolved dependencies as text: pure renderers for env, docker, json and yaml files.
 
 The env format is ``KEY=value`` lines in name order. A value made only of characters no shell, systemd or docker
 treats specially (letters, digits and ``@%+=:,./-_``: URLs, host:port pairs, numbers) is written bare, which all

@@ -1,0 +1,1 @@
+"""``run`` and ``exec --watch``: one event loop (:mod:`.runner`) over collaborators that each own one concern."""

@@ -12,6 +12,7 @@ from ruamel.yaml import YAML
 
 from manifest_runner.errors import ManifestError, Problem
 from manifest_runner.manifest.loader import parse_manifest
+from tests.budget import examples
 
 EXAMPLE = (Path(__file__).parent.parent.parent / "examples" / "billing.yaml").read_text()
 ENV = {"POD_IP": "10.1.2.3", "HOSTNAME": "h1"}
@@ -92,19 +93,19 @@ values = st.recursive(
 )
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(300), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.dictionaries(keys, values, max_size=6))
 def test_generated_manifests(document: dict[str, Any]) -> None:
     load(dump(document))
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(st.binary(max_size=300))
 def test_arbitrary_bytes(data: bytes) -> None:
     load(data)
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=examples(400), deadline=None)
 @given(st.data())
 def test_mutations_of_a_valid_manifest(data: st.DataObject) -> None:
     text = EXAMPLE
@@ -127,7 +128,7 @@ def test_the_unmutated_example_is_valid() -> None:
     assert parse_manifest(EXAMPLE.encode(), Path("h.yaml"), ENV).owner == "billing"
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(st.data())
 def test_the_fast_and_the_precise_paths_agree(data: st.DataObject) -> None:
     """Whatever the libyaml path accepts, the round-trip path accepts as the same manifest."""

@@ -19,13 +19,14 @@ from manifest_runner.resolve import renderers
 from manifest_runner.resolve.renderers import render, render_env, shell_quote
 from manifest_runner.resolve.result import Resolved
 from manifest_runner.resolve.writer import write_atomic
+from tests.budget import examples
 
 
 def resolved(**values: str) -> list[Resolved]:
     return [Resolved(name, value, "consul") for name, value in values.items()]
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=40))
 def test_shell_quoting_round_trips_through_a_real_shell(value: str) -> None:
     script = f'X={shell_quote(value)}; printf %s "$X"'

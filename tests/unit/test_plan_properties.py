@@ -8,16 +8,11 @@ from dataclasses import replace
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from manifest_runner.converge.ownership import OwnershipRecord
 from manifest_runner.converge.planner import Plan, PlanPolicy, plan
-from manifest_runner.converge.state import (
-    MANAGED_BY,
-    DesiredState,
-    KVEntry,
-    ObservedState,
-    OwnershipRecord,
-    ServiceSpec,
-    freeze,
-)
+from manifest_runner.converge.state import DesiredState, KVEntry, ObservedState, ServiceSpec, freeze
+from manifest_runner.marks import MANAGED_BY
+from tests.budget import examples
 
 OWNER = "me"
 KEYS = [f"app/{name}" for name in "abcdefgh"]
@@ -110,7 +105,7 @@ def simulate(observed: ObservedState, result: Plan) -> ObservedState:
     return ObservedState(OWNER, services, kv, OwnershipRecord(OWNER, record, 2000) if record else None)
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=examples(400), deadline=None)
 @given(worlds(), st.booleans(), st.booleans())
 def test_never_touches_what_is_not_ours(world: tuple[DesiredState, ObservedState], prune: bool, destroy: bool) -> None:
     desired, observed = world
@@ -129,14 +124,14 @@ def test_never_touches_what_is_not_ours(world: tuple[DesiredState, ObservedState
     assert set(result.record_after) <= mine | {a.target for a in result.actions if a.op == "create"}
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(worlds(), st.booleans())
 def test_plans_are_deterministic(world: tuple[DesiredState, ObservedState], prune: bool) -> None:
     desired, observed = world
     assert plan(desired, observed, PlanPolicy(prune=prune)) == plan(desired, observed, PlanPolicy(prune=prune))
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=examples(400), deadline=None)
 @given(worlds(), st.booleans())
 def test_applying_a_plan_converges(world: tuple[DesiredState, ObservedState], prune: bool) -> None:
     desired, observed = world
@@ -152,7 +147,7 @@ def test_applying_a_plan_converges(world: tuple[DesiredState, ObservedState], pr
             assert after.kv[entry.key].same_content(entry)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(worlds())
 def test_destroy_leaves_nothing_of_ours(world: tuple[DesiredState, ObservedState]) -> None:
     desired, observed = world
