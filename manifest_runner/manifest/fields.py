@@ -6,6 +6,7 @@ a unit) with a message that says how to write it.
 
 from __future__ import annotations
 
+import json
 import math
 from datetime import date
 from typing import Annotated, Any
@@ -98,15 +99,38 @@ MetaKey = Annotated[str, Field(pattern=_META_KEY)]
 MetaValue = Annotated[Text, Field(max_length=512)]
 
 
-def _kv_key(value: str) -> str:
+KV_VALUE_LIMIT = 512 * 1024
+"""Consul's largest KV value (``kv_max_value_size``), in bytes."""
+
+
+def kv_path_problem(value: str, *, folder: bool) -> str | None:
+    """Why ``value`` cannot be a KV key (``folder``: a prefix ending with ``/``), or None.
+
+    Consul stores any bytes, but a key with an empty, ``.`` or ``..`` segment is one that ``consul kv get`` and
+    HTTP paths normalise into another key (``a/../b`` is ``b``, and could reach the runner's own records), and a
+    control character cannot be shown or typed."""
+    what = "prefix" if folder else "KV key"
     if not value:
-        raise ValueError("a KV key cannot be empty")
+        return f"a {what} cannot be empty"
     if value.startswith("/"):
-        raise ValueError(f"KV key {value!r} must not start with '/'")
-    if value.endswith("/"):
-        raise ValueError(f"KV key {value!r} must not end with '/' (that is a folder, not a key)")
-    if "//" in value or any(ord(ch) < 32 for ch in value):
-        raise ValueError(f"KV key {value!r} has an empty path segment or a control character")
+        return f"{what} {value!r} must not start with '/'"
+    if folder != value.endswith("/"):
+        if folder:
+            return f"{what} {value!r} must be a folder, ending with '/'"
+        return f"KV key {value!r} must not end with '/' (that is a folder, not a key)"
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
+        return f"{what} {value!r} holds a control character"
+    segments = value.removesuffix("/").split("/")
+    for bad in ("", ".", ".."):
+        if bad in segments:
+            return f"{what} {value!r} has an {'empty' if not bad else repr(bad)} path segment; write the path it means"
+    return None
+
+
+def _kv_key(value: str) -> str:
+    problem = kv_path_problem(value, folder=False)
+    if problem:
+        raise ValueError(problem)
     return value
 
 
@@ -114,7 +138,15 @@ KVKey = Annotated[Text, AfterValidator(_kv_key)]
 
 
 def _kv_value(value: Any) -> Any:
-    """A KV value: text, number, boolean, list or map. ``null`` and non-JSON values are refused."""
+    """A KV value: text, number, boolean, list or map, at most 512 KiB once stored. ``null`` is refused."""
+    checked = _kv_json(value)
+    size = len(checked.encode()) if isinstance(checked, str) else len(json.dumps(checked, separators=(",", ":")))
+    if size > KV_VALUE_LIMIT:
+        raise ValueError(f"the value is {size:,} bytes once stored; Consul keeps at most {KV_VALUE_LIMIT:,} (512 KiB)")
+    return checked
+
+
+def _kv_json(value: Any) -> Any:
     if value is None:
         raise ValueError('a KV value cannot be null; use "" for an empty value')
     if isinstance(value, float) and not math.isfinite(value):
@@ -122,11 +154,11 @@ def _kv_value(value: Any) -> Any:
     if isinstance(value, str | bool | int | float):
         return value
     if isinstance(value, list):
-        return [_kv_value(item) if item is not None else None for item in value]
+        return [_kv_json(item) if item is not None else None for item in value]
     if isinstance(value, dict):
         if not all(isinstance(k, str) for k in value):
             raise ValueError("keys of a map value must be text")
-        return {k: (_kv_value(v) if v is not None else None) for k, v in value.items()}
+        return {k: (_kv_json(v) if v is not None else None) for k, v in value.items()}
     raise ValueError(f"{type(value).__name__} values cannot be stored; quote the value to store it as text")
 
 

@@ -36,6 +36,7 @@ from manifest_runner.manifest.fields import (
     ServiceId,
     ServiceName,
     Text,
+    kv_path_problem,
 )
 from manifest_runner.manifest.formatting import format_problem
 from manifest_runner.marks import RESERVED_META_KEYS, RESERVED_META_PREFIX
@@ -115,8 +116,9 @@ class KV(Model):
     @field_validator("prefix")
     @classmethod
     def _prefix_is_a_folder(cls, value: str) -> str:
-        if value and (value.startswith("/") or not value.endswith("/") or "//" in value):
-            raise ValueError(f"prefix {value!r} must be a folder like 'billing/': no leading '/', ending with '/'")
+        problem = kv_path_problem(value, folder=True) if value else None
+        if problem:
+            raise ValueError(f"{problem}; a prefix is a folder like 'billing/'")
         return value
 
 
@@ -158,10 +160,17 @@ class ServiceDependency(_DependencyOptions):
     """Also use instances whose checks warn (never critical ones)."""
 
 
+def _dependency_key(value: str) -> str:
+    problem = kv_path_problem(value, folder=value.endswith("/"))
+    if problem:
+        raise ValueError(problem)
+    return value
+
+
 class KVDependency(_DependencyOptions):
     """A KV value this service needs; a key ending with ``/`` takes every key under it, as a JSON map."""
 
-    kv: Text
+    kv: Annotated[Text, AfterValidator(_dependency_key)]
     """The full key (not under ``kv.prefix``); ending with ``/`` for every key under a prefix."""
     datacenter: Text | None = None
     """Read from this datacenter; default: the agent's own."""

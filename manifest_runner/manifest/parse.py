@@ -11,15 +11,15 @@ from datetime import date
 from typing import Any
 
 from ruamel.yaml import YAML
-from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.comments import CommentedMap, CommentedSeq, TaggedScalar
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from manifest_runner.errors import ManifestError, Problem
 from manifest_runner.manifest.interpolate import InterpolationError, interpolate
 from manifest_runner.manifest.locations import PathKey, Positions, format_path
+from manifest_runner.manifest.screen import MAX_DEPTH
 
 MAX_NODES = 100_000
-MAX_DEPTH = 64
 
 
 def positions_of(text: str, name: str) -> Positions:
@@ -101,23 +101,31 @@ class Converter:
             self.too_big = True
             return {}
 
-    def _walk(self, node: Any, path: PathKey) -> Any:
+    def _walk(self, node: Any, path: PathKey, ancestors: tuple[int, ...] = ()) -> Any:
         self.nodes += 1
         if self.nodes > MAX_NODES:
             raise _TooBigError(f"the document expands to more than {MAX_NODES:,} values (an alias bomb?)")
         if len(path) > MAX_DEPTH:
             raise _TooBigError(f"the document nests deeper than {MAX_DEPTH} levels")
+        if isinstance(node, dict | list):
+            if id(node) in ancestors:
+                return self._refuse(path, "an alias here refers to a node it is in")
+            tag = getattr(getattr(node, "tag", None), "value", None)
+            if tag is not None:
+                return self._refuse(path, f"YAML tags are not supported ({tag}); remove it")
+            ancestors = (*ancestors, id(node))
         if isinstance(node, dict):
             out: dict[Any, Any] = {}
             own = node.lc.data if isinstance(node, CommentedMap) and node.lc.data is not None else {}
             for key, value in node.items():
-                child = (*path, _key(key))
+                name = self._key(key, path, own.get(key))
+                child = (*path, name)
                 if key in own:
                     line, col, vline, vcol = own[key]
                     self.keys[child] = (line + 1, col + 1)
                     # an empty value ("key:" and nothing) is located by its key, not by the next token
                     self.values[child] = (line + 1, col + 1) if value is None else (vline + 1, vcol + 1)
-                out[_key(key)] = self._walk(value, child)
+                out[name] = self._walk(value, child, ancestors)
             return out
         if isinstance(node, list):
             items: list[Any] = []
@@ -127,9 +135,36 @@ class Converter:
                 if index in own_items:
                     line, col = own_items[index][:2]
                     self.values[child] = (line + 1, col + 1)
-                items.append(self._walk(value, child))
+                items.append(self._walk(value, child, ancestors))
             return items
+        if isinstance(node, TaggedScalar):
+            return self._refuse(path, f"YAML tags are not supported ({node.tag.value}); quote the value instead")
         return self._scalar(node, path)
+
+    def _refuse(self, path: PathKey, message: str) -> None:
+        line, col = self.values.get(path, (1, 1))
+        self.problems.append(Problem(self.name, line, col, format_path(path), message))
+        self.failed_paths.append(path)
+
+    def _key(self, key: Any, path: PathKey, where: Any) -> Any:
+        """A map key: text (interpolated), or a number or boolean for the validators to name; never a list or map."""
+        if isinstance(key, str):
+            if self.environ is None or "$" not in key:
+                return str(key)
+            try:
+                return interpolate(str(key), self.environ)
+            except InterpolationError as err:
+                self._refuse_at(where, path, str(err))
+                return str(key)
+        if isinstance(key, bool) or key is None or isinstance(key, int | float):
+            return _scalar_key(key)
+        self._refuse_at(where, path, "a map key must be text, not a list or a map")
+        return f"<key {len(self.problems)}>"
+
+    def _refuse_at(self, where: Any, path: PathKey, message: str) -> None:
+        line, col = (where[0] + 1, where[1] + 1) if where else self.values.get(path, (1, 1))
+        self.problems.append(Problem(self.name, line, col, format_path(path), message))
+        self.failed_paths.append(path)
 
     def _scalar(self, node: Any, path: PathKey) -> Any:
         if isinstance(node, bool) or node is None:
@@ -153,13 +188,9 @@ class Converter:
         return node
 
 
-def _key(key: Any) -> Any:
-    if isinstance(key, str):
-        return str(key)
+def _scalar_key(key: bool | int | float | None) -> Any:
     if isinstance(key, bool) or key is None:
         return key
     if isinstance(key, int):
         return int(key)
-    if isinstance(key, float):
-        return float(key)
-    return str(key)
+    return float(key)
