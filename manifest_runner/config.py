@@ -28,6 +28,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from manifest_runner.errors import SettingsError
+from manifest_runner.util import secrets
 
 DEFAULT_ADDR = "http://127.0.0.1:8500"
 
@@ -132,34 +133,76 @@ class ConsulConfig(BaseModel):
         return Endpoint(scheme, host, port or (443 if scheme == "https" else 80))
 
     def resolved_token(self) -> str | None:
-        """The token to send: the token file's content if one is set, else the token; never logged."""
+        """The token to send: the token file's content if one is set, else the token; checked by
+        :func:`clean_token`, registered so that it is redacted from anything printed, never logged."""
         if self.token_file is not None:
             try:
-                content = self.token_file.read_text(encoding="utf-8").strip()
+                with self.token_file.open("rb") as handle:
+                    raw = handle.read(TOKEN_FILE_LIMIT + 1)
+                content = raw.decode("utf-8")
             except OSError as err:
                 raise SettingsError(
                     f"cannot read the token file {self.token_file}: {err.strerror or type(err).__name__}"
                 ) from None
-            if content:
-                return content
-        return self.token.get_secret_value() if self.token is not None else None
+            except UnicodeDecodeError:
+                raise SettingsError(f"the token file {self.token_file} is not UTF-8 text") from None
+            if len(raw) > TOKEN_FILE_LIMIT:
+                raise SettingsError(f"the token file {self.token_file} is larger than a token can be")
+            token = clean_token(content, f"the token file {self.token_file}")
+            if token:
+                return token
+        if self.token is not None:
+            return clean_token(self.token.get_secret_value(), "CONSUL_HTTP_TOKEN (or --token)")
+        return None
 
     def verify(self) -> bool | str:
         """What ``requests`` takes for ``verify``: False, a CA file or folder, or True."""
         if not self.ssl_verify:
             return False
         if self.cacert is not None:
-            return str(self.cacert)
+            return _readable(self.cacert, "CONSUL_CACERT (--ca-file)", folder=False)
         if self.capath is not None:
-            return str(self.capath)
+            return _readable(self.capath, "CONSUL_CAPATH (--ca-path)", folder=True)
         return True
 
     def client_certificate(self) -> tuple[str, str] | str | None:
         if self.client_cert is None:
             return None
+        cert = _readable(self.client_cert, "CONSUL_CLIENT_CERT (--client-cert)", folder=False)
         if self.client_key is None:
-            return str(self.client_cert)
-        return (str(self.client_cert), str(self.client_key))
+            return cert
+        return (cert, _readable(self.client_key, "CONSUL_CLIENT_KEY (--client-key)", folder=False))
+
+
+TOKEN_FILE_LIMIT = 64 * 1024
+
+
+def clean_token(raw: str, source: str) -> str | None:
+    """The one place a token is checked. Surrounding whitespace is removed, as Consul's own CLI does for token files
+    (a secret written with ``echo`` ends with a newline); anything else that cannot be sent in an HTTP header is
+    refused with a message naming ``source``, never the token. Empty means no token."""
+    token = raw.strip()
+    if not token:
+        return None
+    for position, ch in enumerate(token, start=1):
+        if not 0x21 <= ord(ch) <= 0x7E:
+            kind = "a space or control character" if ord(ch) < 0x80 else "a non-ASCII character"
+            raise SettingsError(
+                f"the ACL token from {source} holds {kind} (character {position} of {len(token)}), which cannot be "
+                "sent in an HTTP header; check how the token was written"
+            )
+    secrets.register(token)
+    return token
+
+
+def _readable(path: Path, what: str, *, folder: bool) -> str:
+    if folder and not path.is_dir():
+        raise SettingsError(f"{what}: {path} is not a folder")
+    if not folder and not path.is_file():
+        raise SettingsError(f"{what}: {path} is not a readable file")
+    if not os.access(path, os.R_OK):
+        raise SettingsError(f"{what}: {path} cannot be read by this user")
+    return str(path)
 
 
 def _settings_message(err: ValidationError) -> str:

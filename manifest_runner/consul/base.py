@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import re
+import ssl
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Self, TypeVar
@@ -16,7 +17,7 @@ from manifest_runner.consul import payloads
 from manifest_runner.consul.payloads import AgentInfo, PayloadError
 from manifest_runner.consul.statuses import raise_for_status
 from manifest_runner.consul.transport import Answer, HttpTransport, Transport, TransportError
-from manifest_runner.errors import ConsulProtocolError, ConsulRefused, ConsulUnavailable
+from manifest_runner.errors import ConsulProtocolError, ConsulRefused, ConsulUnavailable, SettingsError
 from manifest_runner.util.durations import parse_duration
 
 DEFAULT_WAIT = 300.0
@@ -37,14 +38,19 @@ class BaseClient:
         self.settings = settings
         self.endpoint = settings.endpoint()
         self._token = settings.resolved_token()
-        self._transport: HttpTransport = transport or Transport(
-            self.endpoint,
-            verify=settings.verify(),
-            cert=settings.client_certificate(),
-            server_name=settings.tls_server_name,
-            timeout=settings.timeout,
-            max_idle=max_idle,
-        )
+        if transport is None:
+            try:
+                transport = Transport(
+                    self.endpoint,
+                    verify=settings.verify(),
+                    cert=settings.client_certificate(),
+                    server_name=settings.tls_server_name,
+                    timeout=settings.timeout,
+                    max_idle=max_idle,
+                )
+            except (ssl.SSLError, OSError) as err:  # a CA file or client certificate that is not PEM, a bad key
+                raise SettingsError(f"the TLS files cannot be used: {err}") from None
+        self._transport: HttpTransport = transport
         self._raw: Any = None
         self._op_limit: int | None = None
         self._version: str | None = None
@@ -107,10 +113,12 @@ class BaseClient:
         *,
         headers: Mapping[str, str] | None = None,
         timeout: float | None = None,
+        idempotent: bool | None = None,
     ) -> Answer:
         """One request, the token in its header; errors mapped to the project's tree. 404 is an answer.
 
-        ``timeout`` (seconds) caps the request below the configured one, e.g. to stay within a total budget."""
+        ``timeout`` (seconds) caps the request below the configured one, e.g. to stay within a total budget;
+        ``idempotent`` says that sending it twice is harmless (GET is; see :meth:`Transport.request`)."""
         params = list(params or [])
         operation = f"{method} {path}"
         wait = _blocking_wait(params)
@@ -123,13 +131,17 @@ class BaseClient:
             self.counts[method] = self.counts.get(method, 0) + 1
             self.counts_by_path[operation] = self.counts_by_path.get(operation, 0) + 1
         try:
-            answer = self._transport.request(method, path, params, data, headers=all_headers, timeout=timeout)
+            answer = self._transport.request(
+                method, path, params, data, headers=all_headers, timeout=timeout, idempotent=idempotent
+            )
         except TransportError as err:
             where = self.endpoint.url
             if err.kind == "tls":
                 raise ConsulRefused(f"TLS handshake with {where} failed: {err.reason}", operation=operation) from None
             if err.kind == "timeout":
                 raise ConsulUnavailable(f"no answer from {where} within {timeout:g}s", operation=operation) from None
+            if err.kind == "too_large":
+                raise ConsulProtocolError(f"{err.reason}; is this a Consul agent?", operation=operation) from None
             raise ConsulUnavailable(f"cannot reach Consul at {where}: {err.reason}", operation=operation) from None
         raise_for_status(answer, operation, path)
         return answer
@@ -144,11 +156,12 @@ class BaseClient:
         *,
         timeout: float | None = None,
         blocking: bool = False,
+        idempotent: bool | None = None,
     ) -> tuple[int, T | None]:
         """One request whose JSON answer is decoded by ``decode`` (from :mod:`.payloads`): (index, value), value
         ``None`` on a 404. ``blocking``: the answer must carry ``X-Consul-Index`` (every blocking endpoint of
         Consul sends it). An answer of another shape is a :class:`ConsulProtocolError`."""
-        answer = self.send(method, path, params, data, timeout=timeout)
+        answer = self.send(method, path, params, data, timeout=timeout, idempotent=idempotent)
         operation = f"{method} {path}"
         try:
             index = payloads.consul_index(answer.headers, required=blocking and answer.status != 404)

@@ -57,16 +57,22 @@ class ConsulClient(KVCalls):
         return services or {}
 
     def register_service(self, payload: Mapping[str, Any]) -> None:
-        self.send("PUT", "/v1/agent/service/register", [("replace-existing-checks", "true")], json.dumps(payload))
+        self.send(
+            "PUT",
+            "/v1/agent/service/register",
+            [("replace-existing-checks", "true")],
+            json.dumps(payload),
+            idempotent=True,  # the same registration twice is the same registration
+        )
 
     def deregister_service(self, service_id: str) -> None:
-        self.send("PUT", f"/v1/agent/service/deregister/{service_id}")
+        self.send("PUT", f"/v1/agent/service/deregister/{service_id}", idempotent=True)
 
     def update_ttl(self, check_id: str, status: str, output: str = "") -> None:
         """Report a TTL check's status: ``passing``, ``warning`` or ``critical``."""
         body = json.dumps({"Status": status, "Output": output[:4096]})
         try:
-            answer = self.send("PUT", f"/v1/agent/check/update/{check_id}", data=body)
+            answer = self.send("PUT", f"/v1/agent/check/update/{check_id}", data=body, idempotent=True)
         except ConsulRequestError as err:
             # Consul 1.8 answers 500 "does not have associated TTL" for an unknown check; later versions 404
             if "associated TTL" in err.detail or "Unknown check" in err.detail:
@@ -157,8 +163,8 @@ class ConsulClient(KVCalls):
         return session
 
     def session_renew(self, session_id: str) -> bool:
-        _, renewed = self.read("PUT", f"/v1/session/renew/{session_id}", lambda body: body)
+        _, renewed = self.read("PUT", f"/v1/session/renew/{session_id}", lambda body: body, idempotent=True)
         return renewed is not None and bool(renewed)
 
     def session_destroy(self, session_id: str) -> None:
-        self.send("PUT", f"/v1/session/destroy/{session_id}")
+        self.send("PUT", f"/v1/session/destroy/{session_id}", idempotent=True)

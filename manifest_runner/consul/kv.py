@@ -84,13 +84,13 @@ class KVCalls(BaseClient):
         limit = self._op_limit or 64
         entries: list[KVPair] = []
         for start in range(0, len(ops), limit):
-            entries.extend(self.txn(ops[start : start + limit]))
+            entries.extend(self.txn(ops[start : start + limit], idempotent=True))
         return entries
 
-    def txn(self, ops: list[dict[str, Any]]) -> list[KVPair]:
+    def txn(self, ops: list[dict[str, Any]], *, idempotent: bool = False) -> list[KVPair]:
         """One transaction; returns its KV results. Raises :class:`TxnFailed` (409) or :class:`TxnTooLarge` (413)."""
         try:
-            answer = self.send("PUT", "/v1/txn", data=json.dumps(ops))
+            answer = self.send("PUT", "/v1/txn", data=json.dumps(ops), idempotent=idempotent)
         except TxnTooLarge as err:
             self._op_limit = err.limit
             raise

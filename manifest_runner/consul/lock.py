@@ -19,6 +19,7 @@ from types import TracebackType
 
 from manifest_runner.consul.client import ConsulClient
 from manifest_runner.errors import ConsulError, LockTimeout
+from manifest_runner.util.cancel import Cancel
 from manifest_runner.util.durations import format_duration
 
 
@@ -42,6 +43,8 @@ class Lock:
     _renewer: threading.Thread | None = field(default=None, init=False, repr=False)
     lost: threading.Event = field(default_factory=threading.Event, init=False, repr=False)
     """Set when a renewal failed: the session may be gone, and with it the lock."""
+    cancel: Cancel | None = None
+    """When set while waiting, the wait ends at once and :meth:`acquire` raises :class:`Cancelled`."""
 
     @property
     def held(self) -> bool:
@@ -56,24 +59,37 @@ class Lock:
             self._start_renewing()  # while waiting too: a wait longer than the TTL must not lose the session
         holder = json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "since": time.time()}).encode()
         deadline = time.monotonic() + self.timeout
+        cancel = self.cancel or Cancel()
         index = 0
-        while True:
-            if self.client.kv_put(self.key, holder, acquire=self.session_id):
-                self.acquired_at = time.time()
-                self.released_at = None
-                return True
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return False
-            # Held by another: wait on the key with a blocking query (woken when it changes), never past the
-            # deadline. Free but refused: the previous holder's lock-delay is running; retry shortly.
-            wait = f"{max(1, min(int(remaining) + 1, 60))}s"
-            new_index, entries = self.client.kv_get(self.key, index=index or None, wait=wait)
-            if entries and entries[0].session:
-                index = new_index if new_index >= index else 0
-            else:
-                index = 0
-                time.sleep(min(0.1, max(0.0, deadline - time.monotonic())))
+        waiter = self.client.clone()  # its own connection, cut at once when the wait is cancelled
+        try:
+            with cancel.on_cancel(waiter.abort):
+                while True:
+                    cancel.check()
+                    if self.client.kv_put(self.key, holder, acquire=self.session_id):
+                        self.acquired_at = time.time()
+                        self.released_at = None
+                        return True
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        return False
+                    index = self._wait(waiter, index, remaining, deadline, cancel)
+        finally:
+            waiter.close()
+
+    def _wait(self, waiter: ConsulClient, index: int, remaining: float, deadline: float, cancel: Cancel) -> int:
+        """Held by another: wait on the key with a blocking query (woken when it changes), never past the deadline.
+        Free but refused: the previous holder's lock-delay is running; retry shortly. Returns the next index."""
+        wait = f"{max(1, min(int(remaining) + 1, 60))}s"
+        try:
+            new_index, entries = waiter.kv_get(self.key, index=index or None, wait=wait)
+        except ConsulError:
+            cancel.check()  # the wait was cut because we are stopping
+            raise
+        if entries and entries[0].session:
+            return new_index if new_index >= index else 0
+        cancel.wait(min(0.1, max(0.0, deadline - time.monotonic())))
+        return 0
 
     def release(self) -> None:
         self._stop.set()
@@ -111,7 +127,12 @@ class Lock:
         self._renewer.start()
 
     def __enter__(self) -> Lock:
-        if not self.acquire():
+        try:
+            acquired = self.acquire()
+        except BaseException:
+            self.release()  # cancelled or failed while waiting: give the session back now, not at its TTL
+            raise
+        if not acquired:
             self.release()
             raise LockTimeout(f"could not acquire the lock {self.key!r} within {self.timeout:g}s (held by another)")
         return self

@@ -10,7 +10,14 @@ from __future__ import annotations
 import re
 
 from manifest_runner.consul.transport import Answer
-from manifest_runner.errors import ConsulError, ConsulRefused, ConsulRequestError, ConsulUnavailable
+from manifest_runner.errors import (
+    ConsulError,
+    ConsulProtocolError,
+    ConsulRefused,
+    ConsulRequestError,
+    ConsulUnavailable,
+)
+from manifest_runner.util.text import printable
 
 
 class TxnFailed(ConsulError):
@@ -36,6 +43,14 @@ class CheckNotFound(ConsulRequestError):
 
 def raise_for_status(answer: Answer, operation: str, path: str) -> None:
     status = answer.status
+    if 300 <= status < 400:
+        where = answer.headers.get("Location") or "elsewhere"
+        raise ConsulProtocolError(
+            f"the server redirects to {printable(where, 100)}; Consul does not redirect its API (a key with '..' or "
+            "'//', or something else answering in its place)",
+            operation=operation,
+            status=status,
+        )
     if status < 400 or status == 404 or (status == 409 and path == "/v1/txn"):
         return
     body = answer.body.decode("utf-8", "replace").strip()[:300]

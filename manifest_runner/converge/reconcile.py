@@ -18,6 +18,7 @@ from manifest_runner.converge.observe import observe
 from manifest_runner.converge.planner import DEFAULT_POLICY, Plan, PlanPolicy, plan
 from manifest_runner.converge.state import DesiredState, ObservedState
 from manifest_runner.marks import lock_key
+from manifest_runner.util.cancel import Cancel
 
 
 @dataclass
@@ -56,14 +57,21 @@ def converge(
     lock_timeout: float = 60.0,
     attempts: int = 3,
     on_result: Callable[[ActionResult], None] | None = None,
+    cancel: Cancel | None = None,
 ) -> Outcome:
+    """Make Consul match ``desired``. ``cancel`` ends a wait for the lock at once (raising
+    :class:`~manifest_runner.util.cancel.Cancelled`): a shutdown is never held up by another applier."""
     first_observed = observe(client, desired)
     first = plan(desired, first_observed, policy)
     if not first.has_changes or first.conflicts:
         return Outcome(first)
     latest = (first_observed, first)
     with Lock(
-        client, lock_key(desired.owner), timeout=lock_timeout, name=f"consul-manifest apply {desired.owner}"
+        client,
+        lock_key(desired.owner),
+        timeout=lock_timeout,
+        name=f"consul-manifest apply {desired.owner}",
+        cancel=cancel,
     ) as lock:
         report = ApplyReport(owner=desired.owner)
         done_before: list[ActionResult] = []

@@ -1,6 +1,8 @@
 """Resolved dependencies as text: pure renderers for env, docker, json and yaml files.
 
-The env format is ``KEY=value`` lines in name order. A value made only of characters no shell, systemd or docker
+The env format is ``KEY=value`` lines in name order, each after a comment saying where its value came from; texts
+from Consul in that comment (an instance id, a datacenter, an error) are escaped by ``util.text.printable``, so
+none can start a line of its own. A value made only of characters no shell, systemd or docker
 treats specially (letters, digits and ``@%+=:,./-_``: URLs, host:port pairs, numbers) is written bare, which all
 three read the same way. Any other value is single-quoted the POSIX way (``'`` becomes ``'\\''``), which ``source``
 and systemd's ``EnvironmentFile=`` read back exactly, but which ``docker --env-file`` would keep literally: for
@@ -18,6 +20,7 @@ from pathlib import Path
 
 from manifest_runner.errors import OutputError
 from manifest_runner.resolve.result import Resolved
+from manifest_runner.util.text import printable
 
 FORMATS = ("env", "docker", "json", "yaml")
 _BARE = re.compile(r"[A-Za-z0-9@%+=:,./_-]*")
@@ -35,7 +38,7 @@ def render_env(resolved: Sequence[Resolved]) -> str:
     for item in sorted(resolved, key=lambda r: r.name):
         if item.value is None:
             continue
-        lines.append(f"# {item.name}: {_origin(item)}\n{item.name}={shell_quote(item.value)}\n")
+        lines.append(f"# {item.name}: {printable(_origin(item), 500)}\n{item.name}={shell_quote(item.value)}\n")
     return "".join(lines)
 
 
@@ -46,7 +49,7 @@ def render_docker(resolved: Sequence[Resolved]) -> str:
             continue
         if "\n" in item.value or "\r" in item.value:
             raise OutputError(f"{item.name}: a value with a newline cannot go in a docker env file; use --format env")
-        lines.append(f"# {item.name}: {_origin(item)}\n{item.name}={item.value}\n")
+        lines.append(f"# {item.name}: {printable(_origin(item), 500)}\n{item.name}={item.value}\n")
     return "".join(lines)
 
 

@@ -117,8 +117,12 @@ class Resolver:
 
     def from_consul(self, name: str, dependency: Dependency, budget: Budget) -> Resolved:
         if isinstance(dependency, KVDependency):
-            return self._from_kv(name, dependency, budget)
-        return self._from_service(name, dependency, budget)
+            result = self._from_kv(name, dependency, budget)
+        else:
+            result = self._from_service(name, dependency, budget)
+        if result.value is not None and "\x00" in result.value:
+            raise NotFound("the value from Consul holds a NUL byte, which no environment variable can")
+        return result
 
     def _from_service(self, name: str, dependency: ServiceDependency, budget: Budget) -> Resolved:
         client = self._client()

@@ -22,6 +22,7 @@ from manifest_runner.converge.state import DesiredState
 from manifest_runner.errors import ConsulError, ManifestRunnerError
 from manifest_runner.run.telemetry import Metrics
 from manifest_runner.util.backoff import Backoff
+from manifest_runner.util.cancel import Cancel, Cancelled
 
 log = logging.getLogger("consul_manifest.run")
 
@@ -50,6 +51,8 @@ class Converger:
         self.lock_timeout = lock_timeout
         self.backoff = backoff
         self.health = Health()
+        self.cancel = Cancel()
+        """Set when the runner begins to stop: a wait for another applier's lock ends at once."""
         self.retry_at: float | None = None
         self.first_sync_done = False
         self._reported_conflicts: set[str] = set()
@@ -58,6 +61,8 @@ class Converger:
         """Converge every owner; True when all succeeded."""
         ok = True
         for owner, state in desired.items():
+            if self.cancel.is_set():
+                return False
             ok = self._one(owner, state) and ok
         self.first_sync_done = True
         if ok:
@@ -73,7 +78,10 @@ class Converger:
     def _one(self, owner: str, desired: DesiredState) -> bool:
         self.metrics.inc("consul_manifest_syncs_total")
         try:
-            outcome = converge(self.client, desired, self.policy, lock_timeout=self.lock_timeout)
+            outcome = converge(self.client, desired, self.policy, lock_timeout=self.lock_timeout, cancel=self.cancel)
+        except Cancelled:
+            log.info("%s: stopping; not converged", owner)
+            return False
         except ManifestRunnerError as err:
             self.failed(f"{owner}: {err}")
             return False

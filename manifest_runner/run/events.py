@@ -42,10 +42,17 @@ class Events:
     def put(self, kind: str, payload: Any = None) -> None:
         self._queue.put((kind, payload))
 
-    def catch_signals(self, signals: Iterable[int]) -> None:
-        """Turn signals into events (handlers only enqueue: nothing unsafe runs in a handler)."""
+    def catch_signals(self, signals: Iterable[int], on_stop: Callable[[], None] | None = None) -> None:
+        """Turn signals into events. SIGTERM and SIGINT also call ``on_stop`` at once (setting a cancellation
+        token), so that a wait in progress in the loop itself ends now rather than when it would have."""
+
+        def handler(number: int, _frame: object) -> None:
+            if on_stop is not None and number in (signal.SIGTERM, signal.SIGINT):
+                on_stop()
+            self.put(SIGNAL, number)
+
         for signum in signals:
-            signal.signal(signum, lambda number, _frame: self.put(SIGNAL, number))
+            signal.signal(signum, handler)
 
     def next_batch(self, timeout: float, debounce: float) -> Batch:
         """Wait up to ``timeout`` for an event, then take what else arrives within ``debounce`` (unless a

@@ -94,7 +94,7 @@ class Runner:
         self.next_resync, self.next_dependency_resync = now + options.resync, now + options.dependency_resync
 
     def run(self) -> int:
-        self.events.catch_signals(FORWARDED)
+        self.events.catch_signals(FORWARDED, self.converger.cancel.set if self.converger is not None else None)
         status, converger = None, self.converger
         if self.options.listen and converger is not None:
             status = StatusServer(

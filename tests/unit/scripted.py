@@ -57,6 +57,7 @@ class ScriptedTransport:
         *,
         headers: dict[str, str] | None = None,
         timeout: float | None = None,
+        idempotent: bool | None = None,
     ) -> Answer:
         data = body.encode() if isinstance(body, str) else body
         request = Sent(method, path, {k: str(v) for k, v in params or []}, data, dict(headers or {}))

@@ -78,14 +78,49 @@ def test_tokens_never_print() -> None:
     assert s.resolved_token() == CANARY
 
 
-def test_tls_settings() -> None:
-    s = settings(
-        CONSUL_CACERT="/ca.pem", CONSUL_CLIENT_CERT="/c.pem", CONSUL_CLIENT_KEY="/k.pem", CONSUL_HTTP_SSL_VERIFY="0"
-    )
+def test_tls_settings(tmp_path: Path) -> None:
+    for name in ("ca.pem", "c.pem", "k.pem"):
+        (tmp_path / name).write_text("pem")
+    ca, cert, key = (str(tmp_path / n) for n in ("ca.pem", "c.pem", "k.pem"))
+    s = settings(CONSUL_CACERT=ca, CONSUL_CLIENT_CERT=cert, CONSUL_CLIENT_KEY=key, CONSUL_HTTP_SSL_VERIFY="0")
     assert s.verify() is False
-    assert s.client_certificate() == ("/c.pem", "/k.pem")
-    assert settings(CONSUL_CACERT="/ca.pem").verify() == "/ca.pem"
-    assert settings(CONSUL_CAPATH="/cas").verify() == "/cas"
+    assert s.client_certificate() == (cert, key)
+    assert settings(CONSUL_CACERT=ca).verify() == ca
+    assert settings(CONSUL_CAPATH=str(tmp_path)).verify() == str(tmp_path)
+
+
+def test_missing_tls_files_are_settings_errors_naming_the_variable(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError, match="CONSUL_CACERT"):
+        settings(CONSUL_CACERT=str(tmp_path / "missing.pem")).verify()
+    with pytest.raises(SettingsError, match="CONSUL_CAPATH"):
+        settings(CONSUL_CAPATH=str(tmp_path / "missing")).verify()
+    with pytest.raises(SettingsError, match="CONSUL_CLIENT_KEY"):
+        settings(CONSUL_CLIENT_CERT=__file__, CONSUL_CLIENT_KEY=str(tmp_path / "k.pem")).client_certificate()
+
+
+@pytest.mark.parametrize(
+    ("written", "sent"),
+    [("tok-en\n", "tok-en"), ("  tok-en\r\n", "tok-en"), ("\ttok-en ", "tok-en"), ("\n", None)],
+)
+def test_tokens_are_trimmed_like_consuls_own_cli(tmp_path: Path, written: str, sent: str | None) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text(written)
+    assert settings(CONSUL_HTTP_TOKEN_FILE=str(token_file)).resolved_token() == sent
+    assert settings(CONSUL_HTTP_TOKEN=written).resolved_token() == sent
+
+
+@pytest.mark.parametrize("bad", [CANARY + "\nX-Evil: 1", CANARY + "\u00e9", "a b" + CANARY, CANARY + "\x00"])
+def test_a_token_that_cannot_be_a_header_is_refused_without_printing_it(tmp_path: Path, bad: str) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text(bad)
+    for config, source in (
+        (settings(CONSUL_HTTP_TOKEN_FILE=str(token_file)), str(token_file)),
+        (settings(CONSUL_HTTP_TOKEN=bad), "CONSUL_HTTP_TOKEN"),
+    ):
+        with pytest.raises(SettingsError) as caught:
+            config.resolved_token()
+        assert source in str(caught.value)
+        assert CANARY not in str(caught.value)
 
 
 def test_invalid_values_are_settings_errors_naming_the_variable() -> None:
