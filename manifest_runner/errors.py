@@ -13,7 +13,8 @@
     ├── LockTimeout                     another applier of the same owner held the lock too long (exit 1)
     ├── ApplyFailed                     an action failed; carries the report of what was done (exit 1)
     ├── ResolveError                    a dependency resolved from no source and is not optional (exit 1)
-    └── OutputError                     an output file could not be written; the old one is intact (exit 1)
+    ├── OutputError                     an output file could not be written; the old one is intact (exit 1)
+    └── ListenError                     the status endpoint's address cannot be bound (exit 1)
 
 Messages never contain a token: the adapter sends the token only as a header and never formats it.
 """
@@ -103,3 +104,7 @@ class ResolveError(ManifestRunnerError):
 
 class OutputError(ManifestRunnerError):
     """An output file could not be written; the previous file, if any, is left intact."""
+
+
+class ListenError(ManifestRunnerError):
+    """``--listen``'s address cannot be bound: in use, or not an address of this host."""

@@ -40,10 +40,58 @@ def exit_code_for(error: BaseException) -> int:
     return EXIT_FAILED
 
 
+def say_error(text: str) -> None:
+    """An error line on stderr: untrusted text escaped, any known secret redacted."""
+    from manifest_runner.util.secrets import redact
+    from manifest_runner.util.text import printable
+
+    click.echo(f"error: {redact(printable(text, 4000))}", err=True)
+
+
 def fail(error: BaseException) -> NoReturn:
     """Print an error the way a user can act on it (no traceback) and exit with its code."""
-    click.echo(f"error: {error}", err=True)
+    say_error(str(error))
     sys.exit(exit_code_for(error))
+
+
+class Commands(click.Group):
+    """The command group, with one outer edge for every command: a usage error exits 3 (never click's 2, which
+    ``plan --detailed-exitcode`` uses for "changes pending"); an error of ours exits with its documented code; and
+    anything unexpected is one line (``CONSUL_MANIFEST_DEBUG=1`` adds the traceback, redacted), never a traceback."""
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        from manifest_runner.errors import ManifestRunnerError
+
+        kwargs["standalone_mode"] = False
+        try:
+            result = super().main(*args, **kwargs)
+        except click.exceptions.Abort:
+            click.echo("aborted", err=True)
+            sys.exit(EXIT_FAILED)
+        except click.ClickException as err:
+            err.show()
+            sys.exit(EXIT_INVALID if isinstance(err, click.UsageError) else err.exit_code)
+        except ManifestRunnerError as err:
+            fail(err)
+        except KeyboardInterrupt:
+            sys.exit(130)
+        except BrokenPipeError:  # the reader of our output went away (| head): nothing left to say
+            sys.exit(EXIT_FAILED)
+        except Exception as err:  # noqa: BLE001 - the last line of defence: a user never sees a traceback
+            _internal_error(err)
+        sys.exit(result if isinstance(result, int) else EXIT_OK)
+
+
+def _internal_error(err: Exception) -> NoReturn:
+    import os
+    import traceback
+
+    from manifest_runner.util.secrets import redact
+
+    say_error(f"internal error ({type(err).__name__}): {err}; please report it, with CONSUL_MANIFEST_DEBUG=1 output")
+    if os.environ.get("CONSUL_MANIFEST_DEBUG") == "1":
+        click.echo(redact("".join(traceback.format_exception(err))), err=True)
+    sys.exit(EXIT_FAILED)
 
 
 def connection_options(func: F) -> F:
@@ -98,7 +146,7 @@ def split_connection(kwargs: dict[str, Any]) -> dict[str, Any]:
     return {key: kwargs.pop(key, None) for key in CONNECTION_KEYS}
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.group(cls=Commands, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.version_option(__version__, "--version", "-V", prog_name="consul-manifest", message="%(prog)s %(version)s")
 def cli() -> None:
     """Declarative service manifests for HashiCorp Consul.
@@ -107,9 +155,25 @@ def cli() -> None:
     env file or a child's environment, and keep all of it converged.
 
     \b
-    Exit codes: 0 ok (plan: no changes), 1 failed, 2 plan: changes pending,
-                3 invalid manifest or settings, 4 Consul unreachable or refusing.
+    Exit codes: 0 ok (plan: no changes), 1 failed, 2 plan --detailed-exitcode: changes pending,
+                3 invalid manifest, settings or command-line usage (nothing was sent to Consul),
+                4 Consul unreachable, refusing (ACL, TLS) or not answering like Consul.
     """
+
+
+class ListenAddress(click.ParamType[str]):
+    """``HOST:PORT`` for the status endpoint, checked when the command line is read (a usage error, exit 3)."""
+
+    name = "HOST:PORT"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        from manifest_runner.run.telemetry import parse_listen
+
+        try:
+            parse_listen(str(value))
+        except ValueError as err:
+            self.fail(str(err), param, ctx)
+        return str(value)
 
 
 def split_command(arguments: tuple[str, ...]) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -133,8 +197,10 @@ def load_or_exit(paths: tuple[str, ...]) -> Any:
     try:
         return load_manifests(paths)
     except ManifestError as err:
+        from manifest_runner.util.text import printable
+
         for problem in err.problems:
-            click.echo(str(problem), err=True)
+            click.echo(printable(str(problem), 4000), err=True)
         count = len(err.problems)
         click.echo(f"invalid: {count} problem{'s' if count != 1 else ''}; nothing was sent to Consul", err=True)
         sys.exit(EXIT_INVALID)
@@ -145,10 +211,43 @@ def client_or_exit(connection: dict[str, Any]) -> Any:
     from manifest_runner.consul.client import ConsulClient
     from manifest_runner.errors import SettingsError
 
+    warn_about_token_flag(connection)
     try:
         return ConsulClient.from_env(**connection)
     except SettingsError as err:
         fail(err)
+
+
+def boot_client(connection: dict[str, Any], offline: bool) -> tuple[Any, str]:
+    """For render and exec: a client, or None and why Consul will not be asked. Invalid settings (a token that
+    cannot be sent, a missing CA file) do not stop a container's boot: the values come from the cache and the
+    fallbacks, and the reason is printed with every value that did not come from Consul."""
+    from manifest_runner.consul.client import ConsulClient
+    from manifest_runner.errors import SettingsError
+
+    if offline:
+        return None, "Consul was not asked (--offline)"
+    warn_about_token_flag(connection)
+    try:
+        return ConsulClient.from_env(**connection), ""
+    except SettingsError as err:
+        say_warning(f"Consul will not be asked: {err}")
+        return None, f"Consul was not asked: invalid settings ({err})"
+
+
+def warn_about_token_flag(connection: dict[str, Any]) -> None:
+    if connection.get("token"):
+        say_warning(
+            "--token is visible to other users of this host in the process list; "
+            "prefer --token-file or CONSUL_HTTP_TOKEN"
+        )
+
+
+def say_warning(text: str) -> None:
+    from manifest_runner.util.secrets import redact
+    from manifest_runner.util.text import printable
+
+    click.echo(f"warning: {redact(printable(text, 4000))}", err=True)
 
 
 def desired_states(manifest_set: Any) -> list[Any]:
@@ -222,11 +321,11 @@ def resolve_or_exit(
     from manifest_runner.resolve.resolver import Budget
 
     manifest_set = load_or_exit(paths)
-    client = None if offline else client_or_exit(connection)
+    client, offline_reason = boot_client(connection, offline)
     folder = cache_folder(cache_dir, no_cache)
-    resolution = resolve_set(manifest_set, client, folder, Budget.of(budget))
+    resolution = resolve_set(manifest_set, client, folder, Budget.of(budget), offline_reason=offline_reason)
     for warning in resolution.warnings:
-        click.echo(f"warning: {warning}", err=True)
+        say_warning(warning)
     try:
         require_all(resolution)
     except ManifestRunnerError as err:
@@ -253,6 +352,12 @@ CHILD_OPTIONS = [
         default=10.0,
         show_default=True,
         help="Seconds the command has to exit after SIGTERM on a restart, before SIGKILL.",
+    ),
+    click.option(
+        "--pass-token",
+        is_flag=True,
+        help="Pass CONSUL_HTTP_TOKEN and CONSUL_HTTP_TOKEN_FILE on to the command (removed from its environment "
+        "otherwise).",
     ),
 ]
 

@@ -9,15 +9,16 @@ import click
 
 from manifest_runner.cli.common import (
     PATHS,
+    boot_client,
     boot_connection_options,
     boot_options,
     cache_folder,
     child_options,
     cli,
-    client_or_exit,
     fail,
     load_or_exit,
     resolve_or_exit,
+    say_error,
     split_command,
     split_connection,
 )
@@ -85,6 +86,7 @@ def exec_(
     reload_signal: str | None,
     debounce: float,
     grace: float,
+    pass_token: bool,
     budget: float,
     cache_dir: str | None,
     no_cache: bool,
@@ -96,7 +98,7 @@ def exec_(
     Without --watch, consul-manifest replaces itself with CMD: signals reach it directly and its exit code is the
     exit code. With --watch, CMD runs as a child: signals are forwarded, and when a value changes the child is
     restarted (or sent --signal) after --debounce seconds of quiet; the exit code is the child's.
-    Options go before the manifest paths.
+    CONSUL_HTTP_TOKEN is not passed on to CMD unless --pass-token. Options go before the manifest paths.
     """
     if "--" not in arguments:
         raise click.UsageError("separate the command with --: consul-manifest exec [OPTIONS] PATH... -- CMD [ARG...]")
@@ -105,40 +107,29 @@ def exec_(
         raise click.UsageError("give a CMD after --")
     connection = split_connection(kwargs)
     if watch:
-        sys.exit(
-            _exec_watch(
-                paths, list(command), budget, cache_dir, no_cache, offline, connection, reload_signal, debounce, grace
-            )
-        )
+        boot = {"budget": budget, "cache_dir": cache_dir, "no_cache": no_cache, "offline": offline}
+        child = {"reload_signal": reload_signal, "debounce": debounce, "grace": grace, "pass_token": pass_token}
+        sys.exit(_exec_watch(paths, list(command), boot, child, connection))
     import os
 
     from manifest_runner.resolve.delivery import child_environment
 
     _, resolution = resolve_or_exit(paths, budget, cache_dir, no_cache, offline, connection)
-    environment = child_environment(resolution.all)
+    environment = child_environment(resolution.all, pass_token=pass_token)
     sys.stdout.flush()
     sys.stderr.flush()
     try:
         os.execvpe(command[0], list(command), environment)  # noqa: S606 - no shell: the user's argv as given
     except FileNotFoundError:
-        click.echo(f"error: {command[0]}: command not found", err=True)
+        say_error(f"{command[0]}: command not found")
         sys.exit(127)
     except PermissionError:
-        click.echo(f"error: {command[0]}: permission denied", err=True)
+        say_error(f"{command[0]}: permission denied")
         sys.exit(126)
 
 
 def _exec_watch(
-    paths: tuple[str, ...],
-    command: list[str],
-    budget: float,
-    cache_dir: str | None,
-    no_cache: bool,
-    offline: bool,
-    connection: dict[str, Any],
-    reload_signal: str | None,
-    debounce: float,
-    grace: float,
+    paths: tuple[str, ...], command: list[str], boot: dict[str, Any], child: dict[str, Any], connection: dict[str, Any]
 ) -> int:
     """exec --watch: the runner's loop without applying (resolve, supervise, forward signals)."""
     from manifest_runner.run.runner import Runner, RunOptions
@@ -146,24 +137,26 @@ def _exec_watch(
     from manifest_runner.run.telemetry import configure_logging
 
     try:
-        reload_number = signal_number(reload_signal)
+        reload_number = signal_number(child["reload_signal"])
     except ValueError:
-        raise click.BadParameter(f"unknown signal {reload_signal!r}", param_hint="--signal") from None
+        raise click.BadParameter(f"unknown signal {child['reload_signal']!r}", param_hint="--signal") from None
     manifest_set = load_or_exit(paths)
-    client = None if offline else client_or_exit(connection)
+    client, offline_reason = boot_client(connection, boot["offline"])
     configure_logging("plain", "info")
     options = RunOptions(
         apply=False,
         require_values=True,
-        budget=budget,
-        cache_dir=cache_folder(cache_dir, no_cache),
+        budget=boot["budget"],
+        cache_dir=cache_folder(boot["cache_dir"], boot["no_cache"]),
         command=command,
         reload_signal=reload_number,
-        child_debounce=debounce,
-        grace=grace,
+        child_debounce=child["debounce"],
+        grace=child["grace"],
+        pass_token=child["pass_token"],
+        offline_reason=offline_reason,
     )
     try:
         return Runner(manifest_set, paths, client, options).run()
     except FileNotFoundError:
-        click.echo(f"error: {command[0]}: command not found", err=True)
+        say_error(f"{command[0]}: command not found")
         return 127

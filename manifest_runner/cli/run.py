@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from manifest_runner.cli.common import (
+    ListenAddress,
     boot_connection_options,
     boot_options,
     cache_folder,
@@ -41,7 +42,12 @@ from manifest_runner.cli.common import (
     help="Seconds between resolutions of every dependency, whatever the watches said.",
 )
 @click.option("--lock-timeout", type=float, default=60.0, show_default=True)
-@click.option("--listen", help="Serve /healthz and /metrics on this loopback address, e.g. 127.0.0.1:9090.")
+@click.option(
+    "--listen",
+    type=ListenAddress(),
+    help="Serve /healthz and /metrics on HOST:PORT, e.g. 127.0.0.1:9090 (loopback), 0.0.0.0:9090 (every address, "
+    "for Kubernetes probes and Prometheus), [::1]:9090. A bare :PORT is loopback.",
+)
 @click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True)
 @click.option(
     "--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info", show_default=True
@@ -62,6 +68,7 @@ def run(
     reload_signal: str | None,
     debounce: float,
     grace: float,
+    pass_token: bool,
     budget: float,
     cache_dir: str | None,
     no_cache: bool,
@@ -101,5 +108,6 @@ def run(
         reload_signal=reload_number,
         child_debounce=debounce,
         grace=grace,
+        pass_token=pass_token,
     )
     sys.exit(Runner(manifest_set, paths, client, options).run())

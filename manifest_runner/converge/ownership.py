@@ -9,6 +9,10 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
+
+from manifest_runner.errors import ManifestRunnerError
+from manifest_runner.marks import record_key
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,25 +49,52 @@ class OwnershipRecord:
 
     @classmethod
     def decode(cls, owner: str, data: bytes | None, modify_index: int) -> OwnershipRecord:
-        try:
-            parsed = json.loads((data or b"{}").decode("utf-8"))
-            raw = parsed.get("keys", {})
-            keys = {str(k): int(v) or modify_index for k, v in raw.items()}
-        except (ValueError, AttributeError, TypeError):
-            keys = {}
+        """The record as stored; :class:`OwnershipRecordError` when it is not one (edited by hand, say): planning
+        from a record that cannot be read would forget every key the owner created."""
+        parsed = _document(owner, data, "the ownership record")
+        raw = parsed.get("keys")
+        if not isinstance(raw, dict) or parsed.get("owner", owner) != owner:
+            raise OwnershipRecordError(owner, "the ownership record has no key list of this owner")
+        keys = {}
+        for key, index in raw.items():
+            if isinstance(index, bool) or not isinstance(index, int) or index < 0:
+                raise OwnershipRecordError(owner, f"the ownership record names {key!r} with an index that is not one")
+            keys[key] = index or modify_index
         return cls(owner, keys, modify_index)
 
     def with_journal(self, data: bytes | None, create_index: int) -> OwnershipRecord:
         """This record with one journal entry applied (entries are applied in the order they were written)."""
-        try:
-            parsed = json.loads((data or b"{}").decode("utf-8"))
-            created = [str(k) for k in parsed.get("created", [])]
-            deleted = {str(k) for k in parsed.get("deleted", [])}
-        except (ValueError, AttributeError, TypeError):
-            created, deleted = [], set()
-        keys = {k: v for k, v in self.keys.items() if k not in deleted}
+        parsed = _document(self.owner, data, "a journal entry of the ownership record")
+        created, deleted = parsed.get("created", []), parsed.get("deleted", [])
+        if not (isinstance(created, list) and isinstance(deleted, list)) or not all(
+            isinstance(k, str) for k in [*created, *deleted]
+        ):
+            raise OwnershipRecordError(self.owner, "a journal entry of the ownership record lists no keys")
+        keys = {k: v for k, v in self.keys.items() if k not in set(deleted)}
         keys.update(dict.fromkeys(created, create_index))
         return OwnershipRecord(self.owner, keys, self.modify_index, self.journals + 1)
+
+
+class OwnershipRecordError(ManifestRunnerError):
+    """The owner's record in Consul cannot be read: nothing is planned for the owner until it is fixed."""
+
+    def __init__(self, owner: str, what: str) -> None:
+        self.owner = owner
+        super().__init__(
+            f"{what} ({record_key(owner)}): nothing is planned for owner {owner!r}, since its keys would be "
+            "forgotten; restore the record, or delete it and apply with --adopt to claim the keys that equal the "
+            "manifest"
+        )
+
+
+def _document(owner: str, data: bytes | None, what: str) -> dict[str, Any]:
+    try:
+        parsed = json.loads((data or b"").decode("utf-8"))
+    except (ValueError, RecursionError):
+        raise OwnershipRecordError(owner, f"{what} is not JSON") from None
+    if not isinstance(parsed, dict):
+        raise OwnershipRecordError(owner, f"{what} is not a JSON object")
+    return parsed
 
 
 def journal_entry(created: list[str], deleted: list[str]) -> bytes:

@@ -207,7 +207,10 @@ class Outputs(Model):
     yaml_file: Text | None = None
     """The same as ``json_file``, as YAML."""
     mode: Annotated[str, Field(pattern=r"^0?[0-7]{3}$")] | None = None
-    """File mode for new output files, e.g. ``"0640"``; an existing file keeps its mode."""
+    """File mode for new output files, e.g. ``"0640"``; default ``"0600"`` (they may hold secrets). An existing file
+    keeps its mode."""
+    follow_symlinks: bool = False
+    """Write through a symbolic link at an output path even when it is dangling or leads outside its folder."""
 
 
 class Manifest(Model):

@@ -49,6 +49,7 @@ def resolve_set(
     resolvers: dict[str, Resolver] | None = None,
     *,
     only: Mapping[Path, set[str]] | None = None,
+    offline_reason: str = "Consul was not asked (--offline)",
 ) -> Resolution:
     """Resolve every manifest's dependencies within one budget; the cache is per owner. With ``only``, just the
     named dependencies of the manifests it names (the others are not in the result)."""
@@ -60,7 +61,9 @@ def resolve_set(
             continue
         resolver = resolvers.get(owner)
         if resolver is None:
-            resolver = resolvers[owner] = Resolver(client, LastKnownGood(cache_dir, owner))
+            resolver = resolvers[owner] = Resolver(
+                client, LastKnownGood(cache_dir, owner), offline_reason=offline_reason
+            )
             if resolver.cache.problem:  # said once, when the cache is first read
                 resolution.cache_problems.append(resolver.cache.problem)
         for loaded in selected:
@@ -111,9 +114,10 @@ def write_outputs(
     written: list[tuple[Path, bool]] = []
     for loaded in manifest_set.manifests:
         resolved = resolution.by_manifest.get(loaded.file, [])
-        mode = int(loaded.manifest.outputs.mode, 8) if loaded.manifest.outputs.mode else None
+        outputs = loaded.manifest.outputs
+        mode = int(outputs.mode, 8) if outputs.mode else None
         for path, fmt in output_targets(loaded):
-            changed = write_atomic(path, render(resolved, fmt), mode)
+            changed = write_atomic(path, render(resolved, fmt), mode, follow_any_link=outputs.follow_symlinks)
             written.append((path, changed or not only_changed))
     return written
 
@@ -124,11 +128,20 @@ def write_one(resolution: Resolution, target: str, fmt: str | None, echo: Callab
     if target == "-":
         echo(render(items, fmt or "env"))
         return True
-    return write_atomic(target, render(items, fmt or format_for(target)))
+    return write_atomic(target, render(items, fmt or format_for(target)), follow_any_link=True)  # chosen explicitly
 
 
-def child_environment(resolved: Sequence[Resolved], base: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The environment of a child: the current one, with every resolved value set (values win)."""
+TOKEN_VARIABLES = ("CONSUL_HTTP_TOKEN", "CONSUL_HTTP_TOKEN_FILE")
+
+
+def child_environment(
+    resolved: Sequence[Resolved], base: Mapping[str, str] | None = None, *, pass_token: bool = False
+) -> dict[str, str]:
+    """The environment of a child: the current one, with every resolved value set (values win). Our own ACL token
+    is not passed on unless asked (``--pass-token``): the application seldom needs Consul's credentials."""
     env = dict(os.environ if base is None else base)
+    if not pass_token:
+        for name in TOKEN_VARIABLES:
+            env.pop(name, None)
     env.update({r.name: r.value for r in resolved if r.value is not None})
     return env

@@ -69,8 +69,10 @@ class Resolver:
         uniform: Callable[[], float] | None = None,
         clock: Callable[[], float] = time.time,
         sticky: bool = True,
+        offline_reason: str = "Consul was not asked (--offline)",
     ) -> None:
         self.client = client
+        self.offline_reason = offline_reason
         self.cache = cache
         self.uniform = uniform or random.Random().random  # noqa: S311 - load balancing, not cryptography
         self.clock = clock
@@ -88,7 +90,7 @@ class Resolver:
             fresh: Resolved | None = None
             reason = unreachable or ""
             if self.client is None:
-                reason = "Consul was not asked (--offline)"
+                reason = self.offline_reason
             elif unreachable is None:
                 if budget.left() <= 0:
                     reason = "the time budget ran out before Consul was asked"
@@ -112,7 +114,7 @@ class Resolver:
 
     def _client(self) -> ConsulClient:
         if self.client is None:
-            raise NotFound("Consul was not asked (--offline)")
+            raise NotFound(self.offline_reason)
         return self.client
 
     def from_consul(self, name: str, dependency: Dependency, budget: Budget) -> Resolved:

@@ -15,16 +15,25 @@ from pathlib import Path
 
 from manifest_runner.errors import OutputError
 
+DEFAULT_MODE = 0o600
+"""New output files may hold secrets (a database URL with its password): readable by their owner only, unless the
+manifest says otherwise (``outputs.mode``). An existing file keeps its mode."""
 
-def write_atomic(path: str | Path, data: str | bytes, mode: int | None = None) -> bool:
+
+def write_atomic(
+    path: str | Path, data: str | bytes, mode: int | None = None, *, follow_any_link: bool = False
+) -> bool:
     """Replace ``path`` with ``data`` atomically; return False (and touch nothing) when the bytes are the same.
 
-    Raises :class:`OutputError` when it cannot; the previous file is then intact.
+    A symbolic link at ``path`` is followed (its target is replaced, the link kept) only when it leads to an
+    existing file inside the folder the path names; a dangling link, or one leading elsewhere, is refused unless
+    ``follow_any_link`` (an explicit ``--output``, or ``outputs.follow_symlinks``). Raises :class:`OutputError`
+    when it cannot write; the previous file is then intact.
     """
     target = Path(path)
     payload = data.encode("utf-8") if isinstance(data, str) else data
     if target.is_symlink():
-        target = Path(os.path.realpath(target))  # replace what the link points to, and keep the link
+        target = _through_link(target, follow_any_link)
     try:
         kind = target.stat().st_mode
     except FileNotFoundError:
@@ -54,7 +63,7 @@ def write_atomic(path: str | Path, data: str | bytes, mode: int | None = None) -
             stream.write(payload)
             stream.flush()
             os.fsync(stream.fileno())
-        final_mode = existing_mode if existing_mode is not None else mode if mode is not None else 0o644 & ~_UMASK
+        final_mode = existing_mode if existing_mode is not None else mode if mode is not None else DEFAULT_MODE
         Path(tmp_name).chmod(final_mode)
         Path(tmp_name).replace(target)
         tmp_name = None
@@ -68,6 +77,24 @@ def write_atomic(path: str | Path, data: str | bytes, mode: int | None = None) -
     return True
 
 
+def _through_link(link: Path, follow_any_link: bool) -> Path:
+    real = Path(os.path.realpath(link))
+    if follow_any_link:
+        return real
+    if not real.exists():
+        raise OutputError(
+            f"{link} is a symbolic link to {real}, which does not exist: not followed (a secret could land anywhere); "
+            "remove the link, or set outputs.follow_symlinks"
+        )
+    folder = Path(os.path.realpath(link.parent if str(link.parent) else "."))
+    if not real.is_relative_to(folder):
+        raise OutputError(
+            f"{link} is a symbolic link leading outside {folder} (to {real}): not followed; "
+            "remove the link, or set outputs.follow_symlinks"
+        )
+    return real
+
+
 def _write_through(target: Path, payload: bytes) -> bool:
     try:
         with target.open("wb") as stream:
@@ -75,20 +102,6 @@ def _write_through(target: Path, payload: bytes) -> bool:
     except OSError as err:
         raise OutputError(f"cannot write {target}: {err.strerror or err}") from None
     return True
-
-
-def _read_umask() -> int:
-    """The process umask, read without changing it where Linux allows (changing it is not thread-safe)."""
-    with contextlib.suppress(OSError, ValueError), Path("/proc/self/status").open(encoding="ascii") as status:
-        for line in status:
-            if line.startswith("Umask:"):
-                return int(line.split()[1], 8)
-    current = os.umask(0o022)
-    os.umask(current)
-    return current
-
-
-_UMASK = _read_umask()
 
 
 def _fsync_folder(folder: Path) -> None:

@@ -106,14 +106,15 @@ class Converger:
             return False
         return True
 
-    def status(self, owners: list[str], resync: float) -> tuple[bool, dict[str, Any]]:
-        """What ``/healthz`` answers: healthy when converged and synced within three resync periods."""
+    def status(self, owners: list[str], resync: float, manifest_problem: str | None) -> tuple[bool, dict[str, Any]]:
+        """What ``/healthz`` answers: healthy when converged, synced within three resync periods, and the manifests
+        on disk are the ones in force (an invalid edit is unhealthy: what is running is not what is written)."""
         health = self.health
         recent = health.last_sync is not None and time.time() - health.last_sync < 3 * resync
-        return health.converged and recent, {
+        return health.converged and recent and manifest_problem is None, {
             "converged": health.converged,
             "last_sync": health.last_sync,
-            "last_error": health.last_error,
+            "last_error": manifest_problem or health.last_error,
             "owners": owners,
             "uptime_seconds": round(time.time() - health.started),
             "pid": os.getpid(),

@@ -23,6 +23,8 @@ class ManifestFiles:
         self.paths = list(paths)
         self.current = current
         self.on_change = on_change
+        self.problem: str | None = None
+        """Why the files on disk are not the manifests in force (an invalid edit, a vanished file), or None."""
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -42,14 +44,17 @@ class ManifestFiles:
         except ManifestError as err:
             for problem in err.problems:
                 log.error("invalid manifest, the last good one stays in force: %s", problem)
+            self.problem = f"invalid manifest on disk (the last good one is in force): {err.problems[0]}"
             return None
         gone = {m.file for m in self.current.manifests} - {m.file for m in candidate.manifests}
         if gone and not explicit:
+            names = ", ".join(sorted(map(str, gone)))
             log.error(
-                "manifest file %s disappeared: the last good manifests stay in force (send SIGHUP to accept)",
-                ", ".join(sorted(map(str, gone))),
+                "manifest file %s disappeared: the last good manifests stay in force (send SIGHUP to accept)", names
             )
+            self.problem = f"manifest file {names} disappeared (send SIGHUP to accept)"
             return None
+        self.problem = None
         if candidate == self.current and not explicit:
             return None
         log.info("manifests reloaded: %s", ", ".join(str(m.file) for m in candidate.manifests))

@@ -25,8 +25,19 @@ log = logging.getLogger("consul_manifest.run")
 
 
 class DependencyOutputs:
-    def __init__(self, client: ConsulClient | None, cache_dir: Path | None, budget: float, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        client: ConsulClient | None,
+        cache_dir: Path | None,
+        budget: float,
+        metrics: Metrics,
+        *,
+        offline_reason: str = "Consul was not asked (--offline)",
+        pass_token: bool = False,
+    ) -> None:
         self.client = client
+        self.offline_reason = offline_reason
+        self.pass_token = pass_token
         self.cache_dir = cache_dir
         self.budget = budget
         self.metrics = metrics
@@ -48,7 +59,13 @@ class DependencyOutputs:
                 file, name = split_key(key)
                 only.setdefault(file, set()).add(name)
         resolution = resolve_set(
-            manifests, self.client, self.cache_dir, Budget.of(self.budget), self.resolvers, only=only
+            manifests,
+            self.client,
+            self.cache_dir,
+            Budget.of(self.budget),
+            self.resolvers,
+            only=only,
+            offline_reason=self.offline_reason,
         )
         for problem in resolution.cache_problems:
             log.warning("%s", problem)
@@ -66,7 +83,7 @@ class DependencyOutputs:
 
     def environment(self) -> dict[str, str]:
         """The environment of a supervised command: the current one with every resolved value set."""
-        return child_environment(list(self.outcomes.values()))
+        return child_environment(list(self.outcomes.values()), pass_token=self.pass_token)
 
     def _record(self, path: Path, items: list[Resolved]) -> bool:
         changed = False

@@ -26,7 +26,7 @@ from manifest_runner.run.drift import DriftWatch
 from manifest_runner.run.files import ManifestFiles
 from manifest_runner.run.outputs import DependencyOutputs
 from manifest_runner.run.supervisor import FORWARDED, Supervisor
-from manifest_runner.run.telemetry import Metrics, StatusServer
+from manifest_runner.run.telemetry import Metrics, serve_status
 from manifest_runner.run.watches import Watches, watch_failed
 from manifest_runner.util.backoff import Backoff
 
@@ -52,6 +52,9 @@ class RunOptions:
     reload_signal: int | None = None
     child_debounce: float = 1.0
     grace: float = 10.0
+    pass_token: bool = False
+    """Pass CONSUL_HTTP_TOKEN on to the command (it is removed from its environment otherwise)."""
+    offline_reason: str = "Consul was not asked (--offline)"
     backoff_start: float = 0.5
     backoff_cap: float = 30.0
 
@@ -64,7 +67,14 @@ class Runner:
         self.events = ev.Events()
         self.metrics = Metrics()
         self.desired: dict[str, DesiredState] = {}
-        self.outputs = DependencyOutputs(client, options.cache_dir, options.budget, self.metrics)
+        self.outputs = DependencyOutputs(
+            client,
+            options.cache_dir,
+            options.budget,
+            self.metrics,
+            offline_reason=options.offline_reason,
+            pass_token=options.pass_token,
+        )
         self.converger: Converger | None = None
         self.files: ManifestFiles | None = None
         drift = None
@@ -97,12 +107,14 @@ class Runner:
         self.events.catch_signals(FORWARDED, self.converger.cancel.set if self.converger is not None else None)
         status, converger = None, self.converger
         if self.options.listen and converger is not None:
-            status = StatusServer(
+            status = serve_status(
                 self.options.listen,
-                lambda: converger.status(sorted(self.desired), self.options.resync),
+                lambda: converger.status(
+                    sorted(self.desired), self.options.resync, self.files.problem if self.files else None
+                ),
                 self.metrics,
                 lambda: {"consul_manifest_watch_wakeups_total": float(self.watches.wakeups)},
-            ).start()
+            )
             log.info("status endpoint on http://%s (/healthz, /metrics)", status.address)
         if self.files is not None:
             self.files.start()

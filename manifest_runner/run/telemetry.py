@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 import sys
 import threading
 import time
@@ -13,6 +14,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, ClassVar
 
 from manifest_runner._version import __version__
+from manifest_runner.errors import ListenError
+from manifest_runner.util.secrets import redact
+from manifest_runner.util.text import printable
 
 
 class JsonFormatter(logging.Formatter):
@@ -25,11 +29,11 @@ class JsonFormatter(logging.Formatter):
             "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
             "logger": record.name,
-            "message": record.getMessage(),
+            "message": redact(record.getMessage()),
         }
         document.update({k: v for k, v in record.__dict__.items() if k not in self._RESERVED})
         if record.exc_info:
-            document["error"] = self.formatException(record.exc_info)
+            document["error"] = redact(self.formatException(record.exc_info))
         return json.dumps(document, default=str)
 
 
@@ -37,19 +41,61 @@ class PlainFormatter(logging.Formatter):
     """What a command prints for a person: the message, with ``warning:`` or ``error:`` in front when it is one."""
 
     def format(self, record: logging.LogRecord) -> str:
-        message = record.getMessage()
+        message = redact(printable(record.getMessage(), 4000))
         return message if record.levelno <= logging.INFO else f"{record.levelname.lower()}: {message}"
+
+
+class TextFormatter(logging.Formatter):
+    """Time, level, logger and the message, on one line: untrusted text escaped, secrets redacted."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 - logging's own name
+        record.message = redact(printable(record.message, 4000))
+        return super().formatMessage(record)
+
+
+class RepeatFilter(logging.Filter):
+    """Warnings and errors that repeat (Consul away: every watch says so every few seconds) are written once per
+    ``window`` seconds, the next one saying how many were left out."""
+
+    def __init__(self, window: float = 30.0, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__()
+        self.window = window
+        self.clock = clock
+        self._seen: dict[tuple[str, str], tuple[float, int]] = {}
+        self._lock = threading.Lock()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING:
+            return True
+        key = (record.name, record.getMessage())
+        now = self.clock()
+        with self._lock:
+            first, left_out = self._seen.get(key, (0.0, 0))
+            if key in self._seen and now - first < self.window:
+                self._seen[key] = (first, left_out + 1)
+                return False
+            self._seen[key] = (now, 0)
+            if len(self._seen) > 1000:
+                self._seen = {k: v for k, v in self._seen.items() if now - v[0] < self.window}
+        if left_out:
+            record.msg = f"{record.getMessage()} (and {left_out} more times in the last {self.window:g}s)"
+            record.args = None
+        return True
 
 
 def configure_logging(fmt: str = "text", level: str = "info") -> None:
     """``text`` (time, level, logger, message), ``json`` (one object a line) or ``plain`` (for one-shot commands)."""
     handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(RepeatFilter())
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     elif fmt == "plain":
         handler.setFormatter(PlainFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(TextFormatter())
     root = logging.getLogger("consul_manifest")
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
@@ -111,8 +157,25 @@ class Metrics:
         return "\n".join(lines) + "\n"
 
 
+def parse_listen(address: str) -> tuple[str, int]:
+    """``HOST:PORT``, ``[IPv6]:PORT`` or ``:PORT`` (loopback) -> (host, port); ValueError saying what is wrong."""
+    host, sep, port = address.rpartition(":")
+    if not sep:
+        raise ValueError(f"{address!r} is not HOST:PORT (e.g. 127.0.0.1:9090, 0.0.0.0:9090, [::1]:9090)")
+    if host.startswith("[") != host.endswith("]") or (":" in host and not host.startswith("[")):
+        raise ValueError(f"{address!r}: write an IPv6 address in brackets, e.g. [::1]:9090")
+    if not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"{address!r}: the port must be a number from 0 to 65535")
+    host = host.strip("[]") or "127.0.0.1"
+    if any(ch.isspace() or ch in "/?#@" for ch in host):
+        raise ValueError(f"{address!r}: {host!r} is not a host name or address")
+    return host, int(port)
+
+
 class StatusServer:
-    """``/healthz`` and ``/metrics`` on a loopback address (``127.0.0.1:9090``; port 0 picks a free one)."""
+    """``/healthz`` and ``/metrics`` on ``address`` (loopback unless another is given; port 0 picks a free one).
+
+    Raises OSError when the address cannot be bound (in use, not this host's)."""
 
     def __init__(
         self,
@@ -121,10 +184,7 @@ class StatusServer:
         metrics: Metrics,
         extra: Callable[[], dict[str, float]] = dict,
     ) -> None:
-        host, _, port = address.rpartition(":")
-        host = host.strip("[]") or "127.0.0.1"
-        if host not in ("127.0.0.1", "localhost", "::1"):
-            raise ValueError(f"--listen {address}: the status endpoint binds to loopback only")
+        host, port = parse_listen(address)
 
         class Handler(BaseHTTPRequestHandler):
             server_version = f"consul-manifest/{__version__}"
@@ -149,14 +209,16 @@ class StatusServer:
             def log_message(self, format: str, *args: Any) -> None:
                 return
 
-        self.server = ThreadingHTTPServer((host, int(port)), Handler)
+        server_class = _IPv6Server if ":" in host else ThreadingHTTPServer
+        self.server = server_class((host, port), Handler)
         self.server.daemon_threads = True
         self.thread = threading.Thread(target=self.server.serve_forever, name="status", daemon=True)
 
     @property
     def address(self) -> str:
         host, port = self.server.server_address[:2]
-        return f"{host!s}:{port}"
+        text = host.decode() if isinstance(host, bytes) else str(host)
+        return f"[{text}]:{port}" if ":" in text else f"{text}:{port}"
 
     def start(self) -> StatusServer:
         self.thread.start()
@@ -165,3 +227,20 @@ class StatusServer:
     def stop(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+def serve_status(
+    address: str,
+    health: Callable[[], tuple[bool, dict[str, Any]]],
+    metrics: Metrics,
+    extra: Callable[[], dict[str, float]],
+) -> StatusServer:
+    """A started status endpoint; :class:`ListenError` when the address cannot be bound."""
+    try:
+        return StatusServer(address, health, metrics, extra).start()
+    except OSError as err:
+        raise ListenError(f"--listen {address}: {err.strerror or err}") from None
+
+
+class _IPv6Server(ThreadingHTTPServer):
+    address_family = socket.AF_INET6

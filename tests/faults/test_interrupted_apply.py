@@ -12,6 +12,7 @@ import pytest
 
 from manifest_runner.config import ConsulConfig
 from manifest_runner.consul.client import ConsulClient
+from manifest_runner.consul.payloads import KVPair
 from manifest_runner.converge.apply import PARALLEL_TRANSACTIONS
 from manifest_runner.converge.desired import desired_state
 from manifest_runner.converge.reconcile import converge
@@ -33,13 +34,13 @@ class FailingAfter(ConsulClient):
         self.left = writes
         self.guard = threading.Lock()  # transactions run in parallel threads
 
-    def txn(self, ops: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def txn(self, ops: list[dict[str, Any]], *, idempotent: bool = False) -> list[KVPair]:
         if any(op["KV"]["Verb"] != "get-tree" for op in ops):
             with self.guard:
                 if self.left <= 0:
                     raise ConsulUnavailable("injected: connection lost", operation="PUT /v1/txn")
                 self.left -= 1
-        return super().txn(ops)
+        return super().txn(ops, idempotent=idempotent)
 
 
 def test_an_interrupted_apply_is_completed_by_the_next(consul: DevAgent, tmp_path: Path, unique: str) -> None:
