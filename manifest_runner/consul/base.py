@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import copy
 import re
 import ssl
 import threading
@@ -78,10 +79,11 @@ class BaseClient:
     def clone(self) -> Self:
         """A client with the same settings and a connection of its own: for a blocking query that must be
         stoppable at once (:meth:`abort`) without disturbing other requests."""
-        twin = type(self)(self.settings, max_idle=1, transport=self._transport.twin(max_idle=1))
-        twin._token = self._token
-        twin._op_limit = self._op_limit
-        twin._version = self._version
+        twin = copy.copy(self)
+        twin._transport = self._transport.twin(max_idle=1)
+        twin._counts_lock = threading.Lock()
+        twin.counts, twin.counts_by_path = {}, {}
+        twin._raw = None
         return twin
 
     def abort(self) -> None:
