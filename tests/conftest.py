@@ -12,8 +12,11 @@ need Consul are skipped on a developer's machine and **fail** when ``CI=true``.
 from __future__ import annotations
 
 import os
+import tempfile
 import uuid
+from collections import Counter
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -86,3 +89,31 @@ def consul_env(consul: DevAgent, monkeypatch: pytest.MonkeyPatch) -> DevAgent:
             monkeypatch.delenv(name)
     monkeypatch.setenv("CONSUL_HTTP_ADDR", consul.http_addr)
     return consul
+
+
+# -- the fault suite's bookkeeping: every injected fault is counted; the totals are printed at the end of the run,
+# across xdist workers, through a log file named in CONSUL_MANIFEST_FAULTS_LOG (tests/faults/proxy.count).
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if "CONSUL_MANIFEST_FAULTS_LOG" not in os.environ:  # the controller; workers inherit it
+        handle, name = tempfile.mkstemp(prefix="consul-manifest-faults-", suffix=".log")
+        os.close(handle)
+        os.environ["CONSUL_MANIFEST_FAULTS_LOG"] = name
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    path = Path(os.environ.get("CONSUL_MANIFEST_FAULTS_LOG", ""))
+    if not path.is_file() or hasattr(terminalreporter.config, "workerinput"):
+        return
+    totals: Counter[str] = Counter()
+    for line in path.read_text().splitlines():
+        kind, _, amount = line.partition(" ")
+        if amount.isdigit():
+            totals[kind] += int(amount)
+    if totals:
+        terminalreporter.section("faults injected")
+        for kind, amount in sorted(totals.items()):
+            terminalreporter.write_line(f"{kind:>28}: {amount}")
+        terminalreporter.write_line(f"{'total':>28}: {sum(totals.values())}")
+    path.unlink(missing_ok=True)

@@ -269,6 +269,9 @@ class Printer:
             self.console = Console(highlight=False, soft_wrap=True)
 
     def line(self, text: str) -> None:
+        from manifest_runner.util.text import printable
+
+        text = printable(text, 4000)  # a value from Consul can hold escapes and direction overrides
         if self.console is None:
             click.echo(text)
             return

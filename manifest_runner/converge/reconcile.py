@@ -21,6 +21,11 @@ from manifest_runner.marks import lock_key
 from manifest_runner.util.cancel import Cancel
 
 
+APPLY_LOCK_TTL = 10.0
+"""Consul's shortest session TTL: an applier that dies (kill -9, a lost node) frees its owner's lock within about
+twice this (Consul's reaper), plus the 1 s lock-delay; a live applier renews it every 5 s."""
+
+
 @dataclass
 class Outcome:
     """The plan that was made (before the lock) and, when anything was written or tried, the apply report."""
@@ -71,6 +76,7 @@ def converge(
         lock_key(desired.owner),
         timeout=lock_timeout,
         name=f"consul-manifest apply {desired.owner}",
+        ttl=APPLY_LOCK_TTL,
         cancel=cancel,
     ) as lock:
         report = ApplyReport(owner=desired.owner)
