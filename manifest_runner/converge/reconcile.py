@@ -20,7 +20,6 @@ from manifest_runner.converge.state import DesiredState, ObservedState
 from manifest_runner.marks import lock_key
 from manifest_runner.util.cancel import Cancel
 
-
 APPLY_LOCK_TTL = 10.0
 """Consul's shortest session TTL: an applier that dies (kill -9, a lost node) frees its owner's lock within about
 twice this (Consul's reaper), plus the 1 s lock-delay; a live applier renews it every 5 s."""

@@ -11,6 +11,7 @@ what spans several places (duplicate ids and keys, also across files). Nothing i
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
@@ -125,7 +126,9 @@ def _fast_parse(text: str, environ: Mapping[str, str]) -> Manifest | None:
     yaml = YAML(typ="safe", pure=False)
     yaml.allow_duplicate_keys = False
     try:
-        document = yaml.load(text)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            document = yaml.load(text)
     except Exception:  # noqa: BLE001 - any failure here is reported precisely by the round-trip path
         return None
     if not isinstance(document, dict):

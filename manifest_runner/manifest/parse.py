@@ -6,6 +6,7 @@ stops alias bombs and deep nesting. Every problem is located.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from datetime import date
 from typing import Any
@@ -45,7 +46,9 @@ def parse_yaml(text: str, name: str) -> Any:
     yaml = YAML(typ="rt", pure=True)
     yaml.allow_duplicate_keys = False
     try:
-        return yaml.load(text)
+        with warnings.catch_warnings():  # a redefined anchor is legal YAML: no warning text on a user's terminal
+            warnings.simplefilter("ignore")
+            return yaml.load(text)
     except MarkedYAMLError as err:
         mark = err.problem_mark or err.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)

@@ -105,7 +105,7 @@ class FaultProxy:
             threading.Thread(target=self._connection, args=(conn,), daemon=True).start()
 
     def _connection(self, conn: socket.socket) -> None:
-        with conn:
+        with conn, contextlib.suppress(OSError, http.client.HTTPException):  # the agent went away: drop the client
             reader = conn.makefile("rb")
             while not self._stop.is_set():
                 request = _read_request(reader)

@@ -82,9 +82,7 @@ def test_kill_minus_nine_at_random_points(consul: DevAgent, tmp_path: Path, uniq
     with fault_proxy(consul.ports.http) as proxy, ThreadPoolExecutor(max_workers=TRIALS // 2) as pool:
         proxy.inject("delay", method="PUT", path="/v1/txn", seconds=0.15)
         outcomes = list(
-            pool.map(
-                lambda i: one_trial(consul, proxy.address, tmp_path, f"kill-{unique}-{i}", seed=i), range(TRIALS)
-            )
+            pool.map(lambda i: one_trial(consul, proxy.address, tmp_path, f"kill-{unique}-{i}", seed=i), range(TRIALS))
         )
     broken = [(i, what) for i, what in enumerate(outcomes) if what is not None]
     assert not broken, broken
