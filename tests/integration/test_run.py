@@ -91,8 +91,8 @@ def test_a_restarted_empty_agent_gets_everything_back(fresh_consul: DevAgent, tm
     path = write(tmp_path, "m.yaml", manifest(owner))
     with RunProcess(fresh_consul.http_addr, ["--no-cache", str(path)], tmp_path) as run:
         wait_for(lambda: f"{owner}-worker" in services(fresh_consul), what="first apply")
-        fresh_consul.restart()
-        assert services(fresh_consul) == {}
+        fresh_consul.restart()  # empty (test_agent_fixtures shows a restarted dev agent forgets everything); run may
+        # already be re-registering by now, so the empty state is not asserted here: it would be a race
         wait_for(lambda: {f"{owner}-api", f"{owner}-worker"} <= set(services(fresh_consul)), what="re-registered")
         wait_for(lambda: kv_value(fresh_consul, f"{owner}/pool") == b"20", what="keys back")
         assert kv_value(fresh_consul, f"{owner}/mode") == b"fast"
