@@ -108,7 +108,7 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         return
     totals: Counter[str] = Counter()
     for line in path.read_text().splitlines():
-        kind, _, amount = line.partition(" ")
+        kind, _, amount = line.rpartition(" ")
         if amount.isdigit():
             totals[kind] += int(amount)
     if totals:

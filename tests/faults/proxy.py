@@ -51,15 +51,21 @@ class Fault:
     """Only requests with this method (None: any)."""
     path: str | None = None
     """Only requests whose path starts with this (None: any)."""
+    body: bytes | None = None
+    """Only requests whose body holds this (None: any), e.g. ``b'"cas"'`` for a transaction that writes."""
     seconds: float = 1.0
     times: int | None = None
     """Inject at most this many times (None: every matching request)."""
     hits: int = 0
 
-    def matches(self, method: str, path: str) -> bool:
+    def matches(self, method: str, path: str, body: bytes = b"") -> bool:
         if self.times is not None and self.hits >= self.times:
             return False
-        return (self.method is None or self.method == method) and (self.path is None or path.startswith(self.path))
+        return (
+            (self.method is None or self.method == method)
+            and (self.path is None or path.startswith(self.path))
+            and (self.body is None or self.body in body)
+        )
 
 
 @dataclass
@@ -115,7 +121,7 @@ class FaultProxy:
                 path = target.split("?", 1)[0]
                 with self._lock:
                     self.requests.append((method, path))
-                    fault = next((f for f in self.faults if f.matches(method, path)), None)
+                    fault = next((f for f in self.faults if f.matches(method, path, body)), None)
                     if fault is not None:
                         fault.hits += 1
                 if fault is not None:

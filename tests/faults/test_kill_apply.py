@@ -20,7 +20,7 @@ import pytest
 
 from manifest_runner.marks import record_key
 from manifest_runner.testing.devagent import DevAgent
-from tests.faults.proxy import count, fault_proxy
+from tests.faults.proxy import Fault, count, fault_proxy
 from tests.integration.helpers import call, kv_put, kv_value, run_process, services, write
 
 pytestmark = pytest.mark.consul
@@ -34,8 +34,14 @@ def keys_under(agent: DevAgent, prefix: str) -> set[str]:
     return set(body or []) if status == 200 else set()
 
 
-def one_trial(agent: DevAgent, proxy_address: str, folder: Path, owner: str, seed: int) -> str | None:
+def one_trial(agent: DevAgent, folder: Path, owner: str, seed: int) -> str | None:
     """Returns None when every promise held, else what broke."""
+    with fault_proxy(agent.ports.http) as proxy:
+        writes = proxy.inject("delay", method="PUT", path="/v1/txn", body=b'"cas"', seconds=0.15)
+        return _trial(agent, proxy.address, writes, folder, owner, seed)
+
+
+def _trial(agent: DevAgent, proxy_address: str, writes: Fault, folder: Path, owner: str, seed: int) -> str | None:
     rng = random.Random(seed)
     prefix = f"{owner}/"
     kv_put(agent, f"{prefix}foreign", b"theirs")  # someone else's key, under our prefix
@@ -53,10 +59,16 @@ def one_trial(agent: DevAgent, proxy_address: str, folder: Path, owner: str, see
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    time.sleep(rng.uniform(0.3, 1.0))  # start-up ~0.3 s, then each of the 3 transactions takes 0.15 s or more
+    deadline = time.monotonic() + 60
+    while writes.hits == 0 and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(rng.uniform(0.0, 0.6))  # the writes: 3 transactions of 0.15 s or more, then the registration
     process.send_signal(signal.SIGKILL)
     process.wait(30)
-    count("kill -9 of apply")
+    landed = "before its first write" if writes.hits == 0 else "among its 3 write transactions"
+    if writes.hits >= 3:
+        landed = "after its transactions (registering)"
+    count(f"kill -9 of apply {landed}")
     again = run_process(agent.http_addr, "apply", str(path))
     if again.returncode != 0:
         return f"the next apply failed: {again.stderr}"
@@ -79,10 +91,7 @@ def one_trial(agent: DevAgent, proxy_address: str, folder: Path, owner: str, see
 
 
 def test_kill_minus_nine_at_random_points(consul: DevAgent, tmp_path: Path, unique: str) -> None:
-    with fault_proxy(consul.ports.http) as proxy, ThreadPoolExecutor(max_workers=TRIALS // 2) as pool:
-        proxy.inject("delay", method="PUT", path="/v1/txn", seconds=0.15)
-        outcomes = list(
-            pool.map(lambda i: one_trial(consul, proxy.address, tmp_path, f"kill-{unique}-{i}", seed=i), range(TRIALS))
-        )
+    with ThreadPoolExecutor(max_workers=TRIALS // 2) as pool:
+        outcomes = list(pool.map(lambda i: one_trial(consul, tmp_path, f"kill-{unique}-{i}", seed=i), range(TRIALS)))
     broken = [(i, what) for i, what in enumerate(outcomes) if what is not None]
     assert not broken, broken
