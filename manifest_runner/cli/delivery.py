@@ -133,7 +133,7 @@ def _exec_watch(
 ) -> int:
     """exec --watch: the runner's loop without applying (resolve, supervise, forward signals)."""
     from manifest_runner.run.runner import Runner, RunOptions
-    from manifest_runner.run.supervisor import signal_number
+    from manifest_runner.run.supervisor import ChildOptions, signal_number
     from manifest_runner.run.telemetry import configure_logging
 
     try:
@@ -148,11 +148,7 @@ def _exec_watch(
         require_values=True,
         budget=boot["budget"],
         cache_dir=cache_folder(boot["cache_dir"], boot["no_cache"]),
-        command=command,
-        reload_signal=reload_number,
-        child_debounce=child["debounce"],
-        grace=child["grace"],
-        pass_token=child["pass_token"],
+        child=ChildOptions(command, reload_number, child["debounce"], child["grace"], child["pass_token"]),
         offline_reason=offline_reason,
     )
     try:

@@ -83,7 +83,7 @@ def run(
     """
 
     from manifest_runner.run.runner import Runner, RunOptions
-    from manifest_runner.run.supervisor import signal_number
+    from manifest_runner.run.supervisor import ChildOptions, signal_number
     from manifest_runner.run.telemetry import configure_logging
 
     if offline:
@@ -104,10 +104,6 @@ def run(
         budget=budget,
         listen=listen,
         cache_dir=cache_folder(cache_dir, no_cache),
-        command=list(command) or None,
-        reload_signal=reload_number,
-        child_debounce=debounce,
-        grace=grace,
-        pass_token=pass_token,
+        child=ChildOptions(list(command), reload_number, debounce, grace, pass_token) if command else None,
     )
     sys.exit(Runner(manifest_set, paths, client, options).run())

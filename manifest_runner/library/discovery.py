@@ -44,6 +44,22 @@ def find_agent(candidates: Sequence[str], timeout: float = 1.0) -> str | None:
     return None
 
 
+def registry_settings(
+    host: str | None, port: int | None, candidates: Sequence[str], datacenter: str | None, token: str | None
+) -> ConsulConfig:
+    """Where a ConsulRegistry's agent is: ``consul_host``/``consul_port`` when given, else ``CONSUL_HTTP_ADDR`` (no
+    probing, as Consul's own clients do), else the first of the local agent and ``candidates`` that answers."""
+    flags: dict[str, Any] = {"datacenter": datacenter, "token": token}
+    if host is not None or port is not None:
+        flags["http_addr"] = f"{host or '127.0.0.1'}:{port or 8500}"
+        return ConsulConfig.from_sources(flags)
+    from_env = ConsulConfig.from_sources(flags)
+    if from_env.http_addr != ConsulConfig.model_fields["http_addr"].default:
+        return from_env
+    flags["http_addr"] = find_agent([LOCAL_AGENT, *candidates]) or LOCAL_AGENT
+    return ConsulConfig.from_sources(flags)
+
+
 def routable_address(endpoint: Endpoint) -> str:
     """The address other hosts reach this one by, as the kernel would route to the agent; "" for a local agent,
     which makes Consul use the node's own (advertised) address for the service."""

@@ -31,12 +31,11 @@ from manifest_runner.consul.payloads import Instance
 from manifest_runner.errors import ConsulError, LockTimeout, ResolveError
 from manifest_runner.library.configuration import ConfigStore
 from manifest_runner.library.discovery import (
-    LOCAL_AGENT,
     Discovery,
     ServiceWatch,
     default_service_id,
-    find_agent,
     instance_dict,
+    registry_settings,
     routable_address,
 )
 from manifest_runner.library.infrastructure import INFRASTRUCTURE, InfrastructureHelpers
@@ -100,7 +99,7 @@ class ConsulRegistry(ConfigStore, InfrastructureHelpers):
         self.health_check_path = health_check_path
         self.config_prefix = config_prefix if config_prefix is not None else f"{service_name}/"
         self.infrastructure = {k: (infrastructure_services or {}).get(k, v[0]) for k, v in INFRASTRUCTURE.items()}
-        self.settings = settings or self._settings(consul_host, consul_port, consul_addresses, datacenter, token)
+        self.settings = settings or registry_settings(consul_host, consul_port, consul_addresses, datacenter, token)
         self.client = ConsulClient(self.settings)
         self.discovery = Discovery(self.client)
         self.service_address = (
@@ -110,21 +109,6 @@ class ConsulRegistry(ConfigStore, InfrastructureHelpers):
         self.registered = False
         self._consul_down = False
         self._heartbeat: TtlHeartbeat | None = None
-
-    @staticmethod
-    def _settings(
-        host: str | None, port: int | None, candidates: Sequence[str], datacenter: str | None, token: str | None
-    ) -> ConsulConfig:
-        flags: dict[str, Any] = {"datacenter": datacenter, "token": token}
-        if host is not None or port is not None:
-            flags["http_addr"] = f"{host or '127.0.0.1'}:{port or 8500}"
-            return ConsulConfig.from_sources(flags)
-        from_env = ConsulConfig.from_sources(flags)
-        if from_env.http_addr != ConsulConfig.model_fields["http_addr"].default:
-            return from_env  # CONSUL_HTTP_ADDR says where the agent is: no probing, as Consul's own clients do
-        ordered = [LOCAL_AGENT, *candidates]
-        flags["http_addr"] = find_agent(ordered) or LOCAL_AGENT
-        return ConsulConfig.from_sources(flags)
 
     @property
     def consul(self) -> Any:

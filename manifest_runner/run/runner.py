@@ -25,7 +25,7 @@ from manifest_runner.run.converger import Converger
 from manifest_runner.run.drift import DriftWatch
 from manifest_runner.run.files import ManifestFiles
 from manifest_runner.run.outputs import DependencyOutputs
-from manifest_runner.run.supervisor import FORWARDED, Supervisor
+from manifest_runner.run.supervisor import FORWARDED, ChildOptions, Supervisor
 from manifest_runner.run.telemetry import Metrics, serve_status
 from manifest_runner.run.watches import Watches, watch_failed
 from manifest_runner.util.backoff import Backoff
@@ -48,12 +48,8 @@ class RunOptions:
     budget: float = 5.0
     cache_dir: Path | None = None
     listen: str | None = None
-    command: Sequence[str] | None = None
-    reload_signal: int | None = None
-    child_debounce: float = 1.0
-    grace: float = 10.0
-    pass_token: bool = False
-    """Pass CONSUL_HTTP_TOKEN on to the command (it is removed from its environment otherwise)."""
+    child: ChildOptions | None = None
+    """A command to supervise, and how."""
     offline_reason: str = "Consul was not asked (--offline)"
     backoff_start: float = 0.5
     backoff_cap: float = 30.0
@@ -73,7 +69,7 @@ class Runner:
             options.budget,
             self.metrics,
             offline_reason=options.offline_reason,
-            pass_token=options.pass_token,
+            pass_token=options.child is not None and options.child.pass_token,
         )
         self.converger: Converger | None = None
         self.files: ManifestFiles | None = None
@@ -92,14 +88,7 @@ class Runner:
             on_beat=lambda _check, status, _output: self.metrics.inc("consul_manifest_heartbeats_total", status=status),
             on_check_lost=lambda _check: self.events.put(ev.DRIFT),  # the agent lost a check: converge again
         )
-        self.supervisor: Supervisor | None = None
-        if options.command:
-            self.supervisor = Supervisor(
-                options.command,
-                grace=options.grace,
-                reload_signal=options.reload_signal,
-                debounce=options.child_debounce,
-            )
+        self.supervisor = Supervisor(options.child) if options.child is not None else None
         now = time.monotonic()
         self.next_resync, self.next_dependency_resync = now + options.resync, now + options.dependency_resync
 

@@ -87,13 +87,28 @@ class Child:
         self.start(environment)
 
 
+@dataclass(frozen=True)
+class ChildOptions:
+    """The supervised command and how to treat it (``exec --watch``, ``run -- CMD``)."""
+
+    command: Sequence[str]
+    reload_signal: int | None = None
+    """On a change, send this signal instead of restarting."""
+    debounce: float = 1.0
+    """Seconds of quiet after a change before acting."""
+    grace: float = 10.0
+    """Seconds the command has to exit after the stop signal, before SIGKILL."""
+    pass_token: bool = False
+    """Pass CONSUL_HTTP_TOKEN on to the command (it is removed from its environment otherwise)."""
+
+
 class Supervisor:
     """The child and what to do when its dependencies change: the one policy of ``exec --watch`` and ``run``."""
 
-    def __init__(self, command: Sequence[str], *, grace: float, reload_signal: int | None, debounce: float) -> None:
-        self.child = Child(command, grace)
-        self.reload_signal = reload_signal
-        self.debounce = debounce
+    def __init__(self, options: ChildOptions) -> None:
+        self.child = Child(options.command, options.grace)
+        self.reload_signal = options.reload_signal
+        self.debounce = options.debounce
         self.pending_since: float | None = None
 
     def start(self, environment: dict[str, str]) -> None:
