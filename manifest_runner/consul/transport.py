@@ -14,9 +14,7 @@ retries, blocking-query loops) put a scripted transport there; tests of Consul's
 from __future__ import annotations
 
 import contextlib
-import heapq
 import http.client
-import select
 import socket
 import ssl
 import threading
@@ -24,11 +22,18 @@ import time
 import zlib
 from dataclasses import dataclass
 from email.message import Message
-from pathlib import Path
 from typing import Protocol
 from urllib.parse import quote, urlencode
 
 from manifest_runner.config import Endpoint
+from manifest_runner.consul.sockets import (
+    WATCHDOG,
+    TLSConnection,
+    UnixConnection,
+    describe,
+    dropped,
+    tls_context,
+)
 
 USER_AGENT = "consul-manifest"
 MAX_BODY = 64 * 1024 * 1024
@@ -38,75 +43,6 @@ what would exhaust memory."""
 
 class _TooLarge(Exception):
     pass
-
-
-def _dropped(conn: http.client.HTTPConnection) -> bool:
-    """Whether an idle kept-alive connection was closed by the server: it is readable (EOF) though nothing was asked."""
-    sock = conn.sock
-    if sock is None:
-        return True
-    try:
-        readable, _, _ = select.select([sock], [], [], 0)
-    except (OSError, ValueError):
-        return True
-    return bool(readable)
-
-
-class _Watchdog:
-    """One thread that cuts the connection of any request that outlives its deadline, so that a server dripping
-    one byte a second cannot hold a request past its timeout (a socket timeout bounds each read, not the whole)."""
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._heap: list[tuple[float, int, http.client.HTTPConnection]] = []
-        self._armed: set[int] = set()
-        self._fired: set[int] = set()
-        self._seq = 0
-        self._thread: threading.Thread | None = None
-
-    def arm(self, deadline: float, conn: http.client.HTTPConnection) -> int:
-        with self._cond:
-            self._seq += 1
-            heapq.heappush(self._heap, (deadline, self._seq, conn))
-            self._armed.add(self._seq)
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="request deadlines", daemon=True)
-                self._thread.start()
-            self._cond.notify()
-            return self._seq
-
-    def disarm(self, alarm: int) -> bool:
-        """Stop watching; True when the deadline had passed and the connection was cut."""
-        with self._cond:
-            self._armed.discard(alarm)
-            if alarm in self._fired:
-                self._fired.discard(alarm)
-                return True
-            return False
-
-    def _run(self) -> None:
-        while True:
-            with self._cond:
-                while self._heap and self._heap[0][1] not in self._armed:
-                    heapq.heappop(self._heap)
-                if not self._heap:
-                    self._cond.wait()
-                    continue
-                deadline, alarm, conn = self._heap[0]
-                wait = deadline - time.monotonic()
-                if wait > 0:
-                    self._cond.wait(wait)
-                    continue
-                heapq.heappop(self._heap)
-                self._armed.discard(alarm)
-                self._fired.add(alarm)
-            sock = conn.sock
-            if sock is not None:
-                with contextlib.suppress(OSError):
-                    sock.shutdown(socket.SHUT_RDWR)
-
-
-_WATCHDOG = _Watchdog()
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,54 +89,6 @@ class HttpTransport(Protocol):
     def abort(self) -> None: ...
 
 
-def tls_context(verify: bool | str, cert: tuple[str, str] | str | None) -> ssl.SSLContext:
-    """A client TLS context: the system's CAs, or a CA file or folder; optionally a client certificate."""
-    if verify is False:
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    elif isinstance(verify, str):
-        location = Path(verify)
-        context = ssl.create_default_context(
-            cafile=verify if not location.is_dir() else None, capath=verify if location.is_dir() else None
-        )
-    else:
-        context = ssl.create_default_context()
-    if cert is not None:
-        certfile, keyfile = cert if isinstance(cert, tuple) else (cert, None)
-        context.load_cert_chain(certfile, keyfile)
-    return context
-
-
-class _UnixConnection(http.client.HTTPConnection):
-    def __init__(self, socket_path: str, timeout: float) -> None:
-        super().__init__("localhost", timeout=timeout)
-        self._socket_path = socket_path
-
-    def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        try:
-            sock.connect(self._socket_path)
-        except OSError:
-            sock.close()
-            raise
-        self.sock = sock
-
-
-class _TLSConnection(http.client.HTTPSConnection):
-    """HTTPS whose certificate is checked against ``server_name`` (CONSUL_TLS_SERVER_NAME) instead of the host."""
-
-    def __init__(self, host: str, port: int, timeout: float, context: ssl.SSLContext, server_name: str) -> None:
-        super().__init__(host, port, timeout=timeout, context=context)
-        self._server_name = server_name
-        self._tls = context
-
-    def connect(self) -> None:
-        http.client.HTTPConnection.connect(self)
-        self.sock = self._tls.wrap_socket(self.sock, server_hostname=self._server_name)
-
-
 class Transport:
     """Requests to one agent. Thread-safe: idle keep-alive connections are shared through a small pool."""
 
@@ -243,10 +131,10 @@ class Transport:
     def _new(self, timeout: float) -> http.client.HTTPConnection:
         endpoint = self.endpoint
         if endpoint.socket_path is not None:
-            return _UnixConnection(endpoint.socket_path, timeout)
+            return UnixConnection(endpoint.socket_path, timeout)
         if self._context is not None:
             if self._server_name:
-                return _TLSConnection(endpoint.host, endpoint.port, timeout, self._context, self._server_name)
+                return TLSConnection(endpoint.host, endpoint.port, timeout, self._context, self._server_name)
             return http.client.HTTPSConnection(endpoint.host, endpoint.port, timeout=timeout, context=self._context)
         return http.client.HTTPConnection(endpoint.host, endpoint.port, timeout=timeout)
 
@@ -258,7 +146,7 @@ class Transport:
                     raise TransportError("connect", "the transport was closed")
                 while self._idle:
                     conn = self._idle.pop()
-                    if _dropped(conn):  # the server closed it while it was idle (a restart, an idle timeout)
+                    if dropped(conn):  # the server closed it while it was idle (a restart, an idle timeout)
                         stale.append(conn)
                         continue
                     conn.timeout = timeout
@@ -314,20 +202,20 @@ class Transport:
         deadline = time.monotonic() + limit
         for attempt in (1, 2):
             conn, reused = self._take(max(0.001, deadline - time.monotonic()))
-            alarm = _WATCHDOG.arm(deadline, conn)
+            alarm = WATCHDOG.arm(deadline, conn)
             try:
                 conn.request(method, url, body=data, headers=all_headers)
                 response = conn.getresponse()
                 payload = self._read(response)
             except (OSError, http.client.HTTPException, _TooLarge) as err:
-                fired = _WATCHDOG.disarm(alarm)
+                fired = WATCHDOG.disarm(alarm)
                 self._drop(conn)
                 broken = isinstance(err, http.client.RemoteDisconnected | BrokenPipeError | ConnectionResetError)
                 if broken and not fired and reused and attempt == 1 and replay and not self._aborted:
                     self.close()  # the agent closed its kept-alive connections (a restart?): all idle ones are stale
                     continue  # safe to send again: asking twice changes nothing
                 raise self._failure(err, fired=fired, limit=limit) from None
-            if _WATCHDOG.disarm(alarm):
+            if WATCHDOG.disarm(alarm):
                 self._drop(conn)
                 raise TransportError("timeout", f"no complete answer within {limit:g}s")
             if response.will_close:
@@ -343,10 +231,10 @@ class Transport:
         if isinstance(err, _TooLarge):
             return TransportError("too_large", str(err))
         if isinstance(err, ssl.SSLError):
-            return TransportError("tls", _describe(err))
+            return TransportError("tls", describe(err))
         if isinstance(err, TimeoutError):
             return TransportError("timeout", f"no answer within {limit:g}s")
-        return TransportError("connect", "the transport was closed" if self._aborted else _describe(err))
+        return TransportError("connect", "the transport was closed" if self._aborted else describe(err))
 
     def _read(self, response: http.client.HTTPResponse) -> bytes:
         """The body, at most ``max_body`` bytes (after gzip is undone), or _TooLarge."""
@@ -387,28 +275,3 @@ class Transport:
                 with contextlib.suppress(OSError):
                     sock.shutdown(socket.SHUT_RDWR)
             conn.close()
-
-
-def _describe(err: BaseException) -> str:
-    """A reason a person can act on, with a hint for the TLS cases."""
-    if isinstance(err, ssl.SSLCertVerificationError):
-        detail = err.verify_message or str(err)
-        if "hostname" in detail.lower() or "IP address mismatch" in detail:
-            return f"the certificate does not name this server ({detail}); see CONSUL_TLS_SERVER_NAME"
-        return f"certificate verify failed: {detail}; see CONSUL_CACERT / CONSUL_CAPATH"
-    if isinstance(err, ssl.SSLError):
-        alerts = ("BAD_CERTIFICATE", "CERTIFICATE_REQUIRED", "UNKNOWN_CA", "HANDSHAKE_FAILURE")
-        text = err.reason or str(err)
-        if any(alert in str(err.reason or "") for alert in alerts):
-            return (
-                f"{text.lower().replace('_', ' ')}; the server wants a client certificate it trusts "
-                "(CONSUL_CLIENT_CERT, CONSUL_CLIENT_KEY)"
-            )
-        return text
-    if isinstance(err, ConnectionRefusedError):
-        return "Connection refused"
-    if isinstance(err, FileNotFoundError):
-        return f"no such socket ({err.filename})" if err.filename else "no such socket"
-    if isinstance(err, OSError) and err.strerror:
-        return err.strerror
-    return type(err).__name__
