@@ -13,8 +13,18 @@ from __future__ import annotations
 MANAGED_BY_KEY = "managed-by"
 OWNER_KEY = "manifest-owner"
 HASH_KEY = "manifest-hash"
+CHECKS_KEY = "manifest-checks"
+"""The check definitions last applied (``manifest-checks``, ``manifest-checks-2``...): Consul 1.8 does not show them."""
 RESERVED_META_KEYS = frozenset({MANAGED_BY_KEY, OWNER_KEY, HASH_KEY})
 RESERVED_META_PREFIX = "consul-"
+OWN_META_PREFIX = "manifest-"
+"""Every meta key starting with ``manifest-`` is the runner's; a manifest may set none."""
+
+
+def is_internal_meta(key: str) -> bool:
+    """The runner's bookkeeping in a service's meta (not shown in plans as the user's meta)."""
+    return key == HASH_KEY or key.startswith(CHECKS_KEY)
+
 
 MANAGED_BY = "consul-manifest"
 """The ``managed-by`` value of services registered from a manifest."""
@@ -33,6 +43,16 @@ def record_key(owner: str) -> str:
 def journal_prefix(owner: str) -> str:
     """Journal entries of the owner's record, written by large applies before the record is consolidated."""
     return f"{record_key(owner)}.journal/"
+
+
+def set_key(name: str) -> str:
+    """An apply set: the owners a folder (or a pipeline) applied, so that an owner whose manifest is gone is pruned."""
+    return f"{STATE_PREFIX}sets/{name}"
+
+
+def origin_key(repo_digest: str, owner: str) -> str:
+    """Which owners were applied from one repository (``repo_digest``: a hash of its remote): orphans are found here."""
+    return f"{STATE_PREFIX}origins/{repo_digest}/{owner}"
 
 
 def lock_key(owner: str) -> str:

@@ -250,12 +250,6 @@ def say_warning(text: str) -> None:
     click.echo(f"warning: {redact(printable(text, 4000))}", err=True)
 
 
-def desired_states(manifest_set: Any) -> list[Any]:
-    from manifest_runner.converge.desired import desired_states as by_owner
-
-    return list(by_owner(manifest_set).values())
-
-
 class Printer:
     """Lines to stdout, coloured by their leading symbol when stdout is a terminal (rich), plain otherwise."""
 

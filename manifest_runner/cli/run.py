@@ -82,6 +82,9 @@ def run(
     deregistered), exit 0. Options go before the manifest paths.
     """
 
+    from manifest_runner.cli.changes import load_or_exit_problems
+    from manifest_runner.converge.pipeline import require_owners
+    from manifest_runner.errors import ManifestError
     from manifest_runner.run.runner import Runner, RunOptions
     from manifest_runner.run.supervisor import ChildOptions, signal_number
     from manifest_runner.run.telemetry import configure_logging
@@ -95,6 +98,10 @@ def run(
         raise click.BadParameter(f"unknown signal {reload_signal!r}", param_hint="--signal") from None
     configure_logging(log_format, log_level)
     manifest_set = load_or_exit(paths)
+    try:
+        require_owners(manifest_set)
+    except ManifestError as err:
+        load_or_exit_problems(err)
     client = client_or_exit(split_connection(kwargs))
     options = RunOptions(
         prune=prune,

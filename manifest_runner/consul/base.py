@@ -159,14 +159,22 @@ class BaseClient:
         timeout: float | None = None,
         blocking: bool = False,
         idempotent: bool | None = None,
+        absent_ok: bool = False,
     ) -> tuple[int, T | None]:
-        """One request whose JSON answer is decoded by ``decode`` (from :mod:`.payloads`): (index, value), value
-        ``None`` on a 404. ``blocking``: the answer must carry ``X-Consul-Index`` (every blocking endpoint of
-        Consul sends it). An answer of another shape is a :class:`ConsulProtocolError`."""
+        """One request whose JSON answer is decoded by ``decode`` (from :mod:`.payloads`): (index, value).
+
+        ``absent_ok``: a 404 means "absent" (value ``None``); elsewhere Consul never answers 404, and one means
+        that something else answers in its place. ``blocking``: the answer, a 404 included, must carry
+        ``X-Consul-Index`` (Consul's KV, catalog and health reads always do). An answer of another shape is a
+        :class:`ConsulProtocolError`."""
         answer = self.send(method, path, params, data, timeout=timeout, idempotent=idempotent)
         operation = f"{method} {path}"
+        if answer.status == 404 and not absent_ok:
+            raise ConsulProtocolError(
+                "404 Not Found where Consul always answers; is this a Consul agent?", operation=operation, status=404
+            )
         try:
-            index = payloads.consul_index(answer.headers, required=blocking and answer.status != 404)
+            index = payloads.consul_index(answer.headers, required=blocking)
             if answer.status == 404:
                 return index, None
             return index, decode(payloads.json_body(answer.body))

@@ -32,7 +32,7 @@ from typing import Any
 from manifest_runner.config import ConsulConfig
 from manifest_runner.consul import payloads
 from manifest_runner.consul.kv import TXN_BODY_LIMIT, KVCalls, txn_op_size
-from manifest_runner.consul.payloads import AgentService, CheckState, Instance
+from manifest_runner.consul.payloads import AgentCheck, AgentService, CheckState, Instance
 from manifest_runner.consul.statuses import CheckNotFound, TxnFailed, TxnTooLarge
 from manifest_runner.errors import ConsulProtocolError, ConsulRequestError
 
@@ -55,6 +55,16 @@ class ConsulClient(KVCalls):
         params = [("filter", filter_expr)] if filter_expr else []
         _, services = self.read("GET", "/v1/agent/services", payloads.agent_services, params)
         return services or {}
+
+    def agent_service(self, service_id: str) -> AgentService | None:
+        """One service of this agent, read directly: None when absent. Unlike the list, which Consul filters by the
+        token's rights without a word, a service the token may not read is a refusal (403) here."""
+        _, service = self.read("GET", f"/v1/agent/service/{service_id}", payloads.agent_service, absent_ok=True)
+        return service
+
+    def agent_checks(self) -> dict[str, AgentCheck]:
+        _, checks = self.read("GET", "/v1/agent/checks", payloads.agent_checks)
+        return checks or {}
 
     def register_service(self, payload: Mapping[str, Any]) -> None:
         self.send(
@@ -163,7 +173,9 @@ class ConsulClient(KVCalls):
         return session
 
     def session_renew(self, session_id: str) -> bool:
-        _, renewed = self.read("PUT", f"/v1/session/renew/{session_id}", lambda body: body, idempotent=True)
+        _, renewed = self.read(
+            "PUT", f"/v1/session/renew/{session_id}", lambda body: body, idempotent=True, absent_ok=True
+        )
         return renewed is not None and bool(renewed)
 
     def session_destroy(self, session_id: str) -> None:

@@ -10,7 +10,7 @@ from manifest_runner.consul import payloads
 from manifest_runner.consul.base import BaseClient
 from manifest_runner.consul.payloads import KVPair, PayloadError
 from manifest_runner.consul.statuses import TxnFailed, TxnTooLarge
-from manifest_runner.errors import ConsulProtocolError
+from manifest_runner.errors import ConsulProtocolError, ConsulRefused
 
 TXN_BODY_LIMIT = 512 * 1024
 
@@ -31,7 +31,9 @@ class KVCalls(BaseClient):
         if recurse:
             params.append(("recurse", "1"))
         self._blocking(params, index, wait)
-        found, pairs = self.read("GET", f"/v1/kv/{key}", payloads.kv_pairs, params, timeout=timeout, blocking=True)
+        found, pairs = self.read(
+            "GET", f"/v1/kv/{key}", payloads.kv_pairs, params, timeout=timeout, blocking=True, absent_ok=True
+        )
         return found, pairs or []
 
     def kv_keys(
@@ -46,7 +48,9 @@ class KVCalls(BaseClient):
         """The key names under ``prefix`` (a light way to block on a prefix)."""
         params: list[tuple[str, Any]] = [*self._dc(datacenter), ("keys", "1")]
         self._blocking(params, index, wait)
-        found, keys = self.read("GET", f"/v1/kv/{prefix}", payloads.kv_keys, params, timeout=timeout, blocking=True)
+        found, keys = self.read(
+            "GET", f"/v1/kv/{prefix}", payloads.kv_keys, params, timeout=timeout, blocking=True, absent_ok=True
+        )
         return found, keys or []
 
     def kv_put(
@@ -90,7 +94,7 @@ class KVCalls(BaseClient):
     def txn(self, ops: list[dict[str, Any]], *, idempotent: bool = False) -> list[KVPair]:
         """One transaction; returns its KV results. Raises :class:`TxnFailed` (409) or :class:`TxnTooLarge` (413)."""
         try:
-            answer = self.send("PUT", "/v1/txn", data=json.dumps(ops), idempotent=idempotent)
+            answer = self.send("PUT", "/v1/txn", self._dc(None), data=json.dumps(ops), idempotent=idempotent)
         except TxnTooLarge as err:
             self._op_limit = err.limit
             raise
@@ -105,7 +109,15 @@ class KVCalls(BaseClient):
                 status=answer.status,
             ) from None
         if answer.status == 409:
-            raise TxnFailed(result)  # type: ignore[arg-type]
+            errors: list[tuple[int, str]] = result  # type: ignore[assignment]
+            denied = [what for _, what in errors if "permission denied" in what.lower()]
+            if denied:  # an ACL refusal inside a transaction is a refusal like any other (exit 4), not a lost race
+                raise ConsulRefused(
+                    f"permission denied in the transaction ({denied[0]}); the token needs key_prefix write on the keys",
+                    operation="PUT /v1/txn",
+                    status=409,
+                )
+            raise TxnFailed(errors)
         return result  # type: ignore[return-value]
 
 

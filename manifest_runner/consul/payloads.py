@@ -145,6 +145,18 @@ class CheckState:
 
 
 @dataclass(frozen=True, slots=True)
+class AgentCheck:
+    """A check as ``/v1/agent/checks`` shows it (Consul 1.8 shows no definition: id, type, name, notes)."""
+
+    check_id: str
+    service_id: str
+    kind: str
+    name: str = ""
+    notes: str = ""
+    status: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class AgentInfo:
     """What ``/v1/agent/self`` says of the agent this client talks to."""
 
@@ -203,6 +215,28 @@ def agent_services(body: Any) -> dict[str, AgentService]:
             enable_tag_override=_flag(doc.get("EnableTagOverride", False), "EnableTagOverride"),
         )
     return services
+
+
+def agent_service(body: Any) -> AgentService:
+    """``/v1/agent/service/<id>``: one service."""
+    doc = _object(body, "the service")
+    return agent_services({_text(doc.get("ID"), "ID"): doc})[_text(doc.get("ID"), "ID")]
+
+
+def agent_checks(body: Any) -> dict[str, AgentCheck]:
+    """``/v1/agent/checks``: the agent's checks by id."""
+    checks = {}
+    for check_id, raw in _object(body, "the checks map").items():
+        doc = _object(raw, f"check {check_id!r}")
+        checks[_text(check_id, "check id")] = AgentCheck(
+            check_id=_text(doc.get("CheckID", check_id), "CheckID"),
+            service_id=_text(doc.get("ServiceID") or "", "ServiceID"),
+            kind=_text(doc.get("Type") or "", "Type"),
+            name=_text(doc.get("Name") or "", "Name"),
+            notes=_text(doc.get("Notes") or "", "Notes"),
+            status=_text(doc.get("Status") or "", "Status"),
+        )
+    return checks
 
 
 def weights(raw: Any) -> tuple[int, int]:

@@ -19,15 +19,18 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from manifest_runner.consul.client import TXN_BODY_LIMIT, ConsulClient, TxnFailed, TxnTooLarge, txn_op_size
+from manifest_runner.converge.observe import services_filter
+from manifest_runner.converge.origin import repo_digest
 from manifest_runner.converge.ownership import OwnershipRecord, journal_entry
 from manifest_runner.converge.planner import Action, Plan
 from manifest_runner.converge.view import SYMBOLS
-from manifest_runner.errors import ConsulError
-from manifest_runner.marks import journal_prefix, record_key
+from manifest_runner.errors import ConsulError, ConsulProtocolError, ConsulRequestError
+from manifest_runner.marks import HASH_KEY, journal_prefix, origin_key, record_key
 
 Status = Literal["done", "failed", "skipped"]
 BODY_BUDGET = int(TXN_BODY_LIMIT * 0.9)
 PARALLEL_TRANSACTIONS = 4
+PARALLEL_REGISTRATIONS = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +69,8 @@ class ApplyReport:
     def summary(self) -> str:
         done = [r.action.op for r in self.results if r.status == "done"]
         parts = [f"{done.count(op)} {_past(op)}" for op in ("create", "update", "delete")]
+        if done.count("adopt"):
+            parts.append(f"{done.count('adopt')} adopted")
         text = f"{self.owner}: {', '.join(parts)}"
         if self.count("failed") or self.count("skipped"):
             text += f"; {self.count('failed')} failed, {self.count('skipped')} skipped"
@@ -87,7 +92,9 @@ class ApplyReport:
 
 
 def _past(op: str) -> str:
-    return {"create": "created", "update": "updated", "delete": "deleted", "conflict": "conflict"}[op]
+    return {"create": "created", "update": "updated", "delete": "deleted", "adopt": "adopted", "conflict": "conflict"}[
+        op
+    ]
 
 
 def _b64(data: bytes) -> str:
@@ -149,15 +156,14 @@ def execute(client: ConsulClient, plan: Plan, on_result: Callable[[ActionResult]
         record(ActionResult(action, "done"))
 
     try:
-        kv_actions = [a for a in plan.actions if a.kind == "kv"]
-        if kv_actions or plan.record_changes:
-            _apply_kv(client, plan, kv_actions, done)
-        for action in (a for a in plan.actions if a.kind == "service"):
-            try:
-                _apply_service(client, action)
-            except ConsulError as err:
-                raise _StepFailed(err, [action]) from None
-            done(action)
+        kv_writes = [a for a in plan.actions if a.kind == "kv" and a.op != "adopt"]
+        if kv_writes or plan.record_changes:
+            _apply_kv(client, plan, kv_writes, done)
+        for action in (a for a in plan.actions if a.kind == "kv" and a.op == "adopt"):
+            done(action)  # claimed by the record just written
+        services = [a for a in plan.actions if a.kind == "service"]
+        if services:
+            _apply_services(client, plan.owner, services, done)
     except _StepFailed as failure:
         report.error = failure.cause
         for action in failure.actions:
@@ -187,6 +193,7 @@ def _apply_kv(client: ConsulClient, plan: Plan, actions: list[Action], done: Cal
     owned: dict[str, int] = dict(before.keys) if before else {}
     for key in plan.forgotten:
         owned.pop(key, None)
+    owned.update({a.target: plan.record_after[a.target] for a in plan.actions if a.op == "adopt" and a.kind == "kv"})
     record_index = before.modify_index if before else 0
     journal = before.journals if before else 0
     record_size = 120 + sum(len(k) * 6 + 24 for k in {*owned, *(a.target for a in actions)})
@@ -199,7 +206,7 @@ def _apply_kv(client: ConsulClient, plan: Plan, actions: list[Action], done: Cal
         owned.update(created)
     while True:
         after = _owned_after(owned, last)
-        ops = [kv_op(a) for a in last] + _record_ops(plan.owner, after, last, record_index, journal_left=journal > 0)
+        ops = [kv_op(a) for a in last] + _record_ops(plan, after, last, record_index, journal_left=journal > 0)
         if not ops:
             break
         try:
@@ -218,7 +225,10 @@ def _apply_kv(client: ConsulClient, plan: Plan, actions: list[Action], done: Cal
 
 
 def _transaction(client: ConsulClient, batch: list[Action], ops: list[dict[str, Any]]) -> dict[str, int]:
-    """One transaction; returns the create index of each key it created. Failures name the actions concerned."""
+    """One transaction; returns the create index of each key it created. Failures name the actions concerned.
+
+    Consul answers a committed transaction with one result for each write (``set``/``cas``; deletes have none),
+    in order: anything else (an empty 200 from a proxy, say) means nothing can be assumed written."""
     try:
         results = client.txn(ops)
     except TxnFailed as err:
@@ -226,6 +236,14 @@ def _transaction(client: ConsulClient, batch: list[Action], ops: list[dict[str, 
         raise _StepFailed(err, culprits) from None
     except ConsulError as err:
         raise _StepFailed(err, batch) from None
+    written = [op["KV"]["Key"] for op in ops if op["KV"]["Verb"] in ("set", "cas")]
+    if [r.key for r in results] != written:
+        cause = ConsulProtocolError(
+            f"the transaction's answer names {len(results)} written keys, not the {len(written)} it was sent; "
+            "nothing is assumed written (is something else answering in Consul's place?)",
+            operation="PUT /v1/txn",
+        )
+        raise _StepFailed(cause, batch)
     creates = {a.target for a in batch if a.op == "create"}
     return {r.key: r.create_index for r in results if r.key in creates}
 
@@ -235,8 +253,10 @@ def _journal_one(client: ConsulClient, owner: str, batch: list[Action]) -> tuple
     create indexes and how many journal entries were written."""
     created = [a.target for a in batch if a.op == "create"]
     deleted = [a.target for a in batch if a.op == "delete"]
+    applied = {a.target: a.entry.digest for a in batch if a.entry is not None and a.op in ("create", "update")}
     name = f"{journal_prefix(owner)}{uuid.uuid4().hex}"
-    entry = {"KV": {"Verb": "cas", "Key": name, "Value": _b64(journal_entry(created, deleted)), "Index": 0}}
+    value = _b64(journal_entry(created, deleted, applied))
+    entry = {"KV": {"Verb": "cas", "Key": name, "Value": value, "Index": 0}}
     try:
         return _transaction(client, batch, [*(kv_op(a) for a in batch), entry]), 1
     except _StepFailed as failure:
@@ -292,27 +312,92 @@ def _owned_after(owned: dict[str, int], batch: list[Action]) -> dict[str, int]:
 
 
 def _record_ops(
-    owner: str, after: dict[str, int], batch: list[Action], record_index: int, *, journal_left: bool
+    plan: Plan, after: dict[str, int], batch: list[Action], record_index: int, *, journal_left: bool
 ) -> list[dict[str, Any]]:
     """The last transaction's bookkeeping: the record rewritten with compare-and-set (deleted when the owner is
-    left with no key), and the journal removed."""
-    key = record_key(owner)
+    left with no key and no origin to remember), and the journal removed."""
+    key = record_key(plan.owner)
     ops: list[dict[str, Any]] = []
-    if after:
+    if after or plan.origin is not None:
         created = frozenset(a.target for a in batch if a.op == "create")
-        content = OwnershipRecord(owner, after).encode(created_now=created)
+        applied = {k: v for k, v in plan.applied_after.items() if k in after}
+        record = OwnershipRecord(plan.owner, after, applied=applied, origin=plan.origin)
+        content = record.encode(created_now=created)
         ops.append({"KV": {"Verb": "cas", "Key": key, "Value": _b64(content), "Index": record_index}})
     elif record_index:
         ops.append({"KV": {"Verb": "delete-cas", "Key": key, "Index": record_index}})
+    ops += _origin_index_ops(plan, keep=bool(after or plan.origin is not None))
     if journal_left:
-        ops.append({"KV": {"Verb": "delete-tree", "Key": journal_prefix(owner)}})
+        ops.append({"KV": {"Verb": "delete-tree", "Key": journal_prefix(plan.owner)}})
     return ops
 
 
-def _apply_service(client: ConsulClient, action: Action) -> None:
-    if action.op == "delete":
-        client.deregister_service(action.target)
-        return
-    if action.service is None:
-        raise ValueError(f"service action {action.op} {action.target} carries no registration")
-    client.register_service(action.service.payload())
+def _origin_index_ops(plan: Plan, *, keep: bool) -> list[dict[str, Any]]:
+    """The owner's entry in the index of its repository's owners: written with the record when the origin is new
+    or moves, removed with the record (see :mod:`.sets`)."""
+    before = plan.record_before.origin if plan.record_before else None
+    ops: list[dict[str, Any]] = []
+    if before is not None and (not keep or before != plan.origin):
+        ops.append({"KV": {"Verb": "delete", "Key": origin_key(repo_digest(before), plan.owner)}})
+    if keep and plan.origin is not None and before != plan.origin:
+        folder = _b64(plan.origin.folder.encode())
+        ops.append({"KV": {"Verb": "set", "Key": origin_key(repo_digest(plan.origin), plan.owner), "Value": folder}})
+    return ops
+
+
+def _apply_services(client: ConsulClient, owner: str, actions: list[Action], done: Callable[[Action], None]) -> None:
+    """Registrations (creates, updates, adoptions) up to PARALLEL_REGISTRATIONS at a time (the agent has no batch
+    form, and each waits for its catalog sync), then removals; then one read of the agent confirms every one: an
+    answer of 200 is not proof that the agent registered anything (a proxy can say 200)."""
+    registrations = [a for a in actions if a.op != "delete"]
+    removals = [a for a in actions if a.op == "delete"]
+    for group in (registrations, removals):
+        if not group:
+            continue
+        with ThreadPoolExecutor(max_workers=min(PARALLEL_REGISTRATIONS, len(group))) as pool:
+            outcomes = list(pool.map(lambda a: _service_write(client, a), group))
+        failed = [(a, err) for a, err in zip(group, outcomes, strict=True) if err is not None]
+        if failed:
+            for action, err in zip(group, outcomes, strict=True):
+                if err is None:
+                    done(action)
+            raise _StepFailed(failed[0][1], [a for a, _ in failed])
+    unconfirmed = _unconfirmed(client, owner, actions)
+    for action in actions:
+        if action not in unconfirmed:
+            done(action)
+    if unconfirmed:
+        what = ", ".join(f"{a.op} {a.target}" for a in unconfirmed)
+        cause = ConsulRequestError(
+            f"Consul answered, but does not show the result of: {what}; nothing is assumed done",
+            operation="GET /v1/agent/services",
+        )
+        raise _StepFailed(cause, unconfirmed)
+
+
+def _service_write(client: ConsulClient, action: Action) -> ConsulError | None:
+    try:
+        if action.op == "delete":
+            client.deregister_service(action.target)
+        elif action.service is not None:
+            client.register_service(action.service.payload())
+    except ConsulError as err:
+        return err
+    return None
+
+
+def _unconfirmed(client: ConsulClient, owner: str, actions: list[Action]) -> list[Action]:
+    """The actions whose result the agent does not show: a registration absent or with another hash, a removal
+    still there."""
+    now = client.agent_services(services_filter(owner, (a.target for a in actions)))
+    unconfirmed = []
+    for action in actions:
+        present = now.get(action.target)
+        if action.op == "delete":
+            if present is not None:
+                unconfirmed.append(action)
+        elif present is None or (
+            action.service is not None and dict(present.meta).get(HASH_KEY) != action.service.recorded_digest
+        ):
+            unconfirmed.append(action)
+    return unconfirmed

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from manifest_runner.consul import kvcodec
-from manifest_runner.converge.state import CheckSpec, DesiredState, KVEntry, KVMode, ServiceSpec, freeze
+from manifest_runner.converge.ownership import Origin
+from manifest_runner.converge.state import CheckSpec, DesiredState, KVEntry, KVMode, ServiceSpec, checks_meta, freeze
 from manifest_runner.manifest.checks import GrpcCheck, HttpCheck, TcpCheck, TtlCheck
 from manifest_runner.manifest.model import Manifest, Service, effective_address, effective_service_id
 from manifest_runner.marks import HASH_KEY, MANAGED_BY, MANAGED_BY_KEY, OWNER_KEY
@@ -17,7 +18,7 @@ if TYPE_CHECKING:
 CheckModel = HttpCheck | TcpCheck | GrpcCheck | TtlCheck
 
 
-def desired_state(owner: str, manifests: Iterable[Manifest]) -> DesiredState:
+def desired_state(owner: str, manifests: Iterable[Manifest], origin: Origin | None = None) -> DesiredState:
     """The union of one owner's manifests. ``prune`` is on when any of them asks for it."""
     services: list[ServiceSpec] = []
     entries: list[KVEntry] = []
@@ -35,12 +36,17 @@ def desired_state(owner: str, manifests: Iterable[Manifest]) -> DesiredState:
                 entries.append(KVEntry(manifest.kv.prefix + key, data, flags, mode))
     services.sort(key=lambda s: s.service_id)
     entries.sort(key=lambda e: e.key)
-    return DesiredState(owner=owner, services=tuple(services), kv=tuple(entries), prune=prune)
+    return DesiredState(owner=owner, services=tuple(services), kv=tuple(entries), prune=prune, origin=origin)
 
 
-def desired_states(manifests: ManifestSet) -> dict[str, DesiredState]:
-    """Each owner's desired state, for every owner of the set."""
-    return {owner: desired_state(owner, [m.manifest for m in manifests.of_owner(owner)]) for owner in manifests.owners}
+def desired_states(
+    manifests: ManifestSet, origins: Mapping[str, Origin | None] | None = None
+) -> dict[str, DesiredState]:
+    """Each owner's desired state, for every owner of the set (with its origin, when known)."""
+    return {
+        owner: desired_state(owner, [m.manifest for m in manifests.of_owner(owner)], (origins or {}).get(owner))
+        for owner in manifests.owners
+    }
 
 
 def service_spec(owner: str, manifest: Manifest, service: Service) -> ServiceSpec:
@@ -68,7 +74,7 @@ def service_spec(owner: str, manifest: Manifest, service: Service) -> ServiceSpe
 
 
 def _with_digest(spec: ServiceSpec) -> ServiceSpec:
-    meta = dict(spec.meta)
+    meta = {**dict(spec.meta), **checks_meta(spec.checks)}
     meta[HASH_KEY] = spec.digest()
     return ServiceSpec(
         service_id=spec.service_id,

@@ -1,20 +1,40 @@
-"""Consul -> the observed state of one owner, with the fewest requests.
+"""Consul -> the observed state of one owner, with reads that are proven complete.
 
-Two requests in the usual case, whatever the size of the manifest: one filtered read of the agent's services (this
-owner's, plus any service holding an id the manifest wants, so that a foreign one is seen and never overwritten),
-and one read-only transaction with a ``get-tree`` for each KV root of the manifest and for the ownership record.
-Keys the record names outside those roots (left behind when a prefix changed) cost one more transaction.
+Consul filters list reads by the token's rights without saying so: with a token that may not read a prefix, a
+recursive read of it answers "nothing", and a plan built on it would create what exists (or destroy nothing). So a
+list is trusted only once a direct read proved it could see: the owner's record and each KV root are read directly
+(a refusal is 403 there, where the list said nothing), and so is each wanted service the list did not show (404
+absent, 403 hidden). These proofs run concurrently with the lists.
+
+In the usual case, whatever the size of the manifest: the agent's services (filtered to this owner and the ids it
+wants), its checks (when the owner has services), one read-only transaction with a ``get-tree`` for each KV root and
+for the ownership record, and one direct read for the record and for each root. Keys the record names outside those
+roots (left behind when a prefix changed) cost one more transaction.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
 from manifest_runner.consul.client import ConsulClient
-from manifest_runner.consul.payloads import AgentService, KVPair
+from manifest_runner.consul.payloads import AgentCheck, AgentService, KVPair
 from manifest_runner.converge.ownership import OwnershipRecord
-from manifest_runner.converge.state import DesiredState, KVEntry, ObservedState, ServiceSpec, kv_roots
+from manifest_runner.converge.state import (
+    DesiredState,
+    KVEntry,
+    ObservedCheck,
+    ObservedState,
+    ServiceSpec,
+    checks_from_meta,
+    kv_roots,
+)
+from manifest_runner.errors import ConsulRefused
 from manifest_runner.marks import STATE_PREFIX, filter_literal, journal_prefix, owner_filter, record_key
+
+PROOF_THREADS = 8
+T = TypeVar("T")
 
 
 def services_filter(owner: str, service_ids: Iterable[str]) -> str:
@@ -24,12 +44,23 @@ def services_filter(owner: str, service_ids: Iterable[str]) -> str:
 
 
 def observe(client: ConsulClient, desired: DesiredState) -> ObservedState:
-    services = client.agent_services(services_filter(desired.owner, (s.service_id for s in desired.services)))
-    observed_services = {sid: service_from_agent(service) for sid, service in services.items()}
-
     own_record = record_key(desired.owner)
     roots = [*desired.kv_roots, own_record]
-    entries = {e.key: e for e in client.read_trees(roots)}
+    wanted_ids = [s.service_id for s in desired.services]
+    with ThreadPoolExecutor(max_workers=PROOF_THREADS, thread_name_prefix="observe") as pool:
+        listed = pool.submit(client.agent_services, services_filter(desired.owner, wanted_ids))
+        trees = pool.submit(client.read_trees, roots)
+        proofs = [pool.submit(_prove_kv, client, root) for root in [own_record, *desired.kv_roots]]
+        services = listed.result()
+        hidden = [sid for sid in wanted_ids if sid not in services]
+        found = list(pool.map(lambda sid: _prove_service(client, sid, desired), hidden))
+        for proof in proofs:
+            proof.result()
+        entries = {e.key: e for e in trees.result()}
+    services = {**services, **{s.id: s for s in found if s is not None}}
+    checks = client.agent_checks() if services or desired.services else {}
+    observed_services = {sid: service_from_agent(service, checks) for sid, service in services.items()}
+
     record = read_record(desired.owner, entries)
     covered = [r for r in roots if r != own_record]
     if record is not None:
@@ -38,6 +69,31 @@ def observe(client: ConsulClient, desired: DesiredState) -> ObservedState:
             entries.update({e.key: e for e in client.read_trees(kv_roots(outside))})
     kv = {key: entry_from_consul(entry) for key, entry in entries.items() if not key.startswith(STATE_PREFIX)}
     return ObservedState(owner=desired.owner, services=observed_services, kv=kv, record=record)
+
+
+def _prove_kv(client: ConsulClient, key: str) -> None:
+    """A direct read of ``key``: refused (403) when the token may not read it, where a tree read says nothing."""
+    _refused_as(
+        lambda: client.kv_get(key),
+        f'reading {key!r} is denied: the plan needs key_prefix "{key}" {{ policy = "read" }} (a token that cannot '
+        "read it sees nothing there, and would plan to create what exists)",
+    )
+
+
+def _prove_service(client: ConsulClient, service_id: str, desired: DesiredState) -> AgentService | None:
+    name = next((s.name for s in desired.services if s.service_id == service_id), service_id)
+    return _refused_as(
+        lambda: client.agent_service(service_id),
+        f'service {service_id!r} exists but this token may not read it: the plan needs service "{name}" '
+        '{ policy = "read" }',
+    )
+
+
+def _refused_as(call: Callable[[], T], message: str) -> T:
+    try:
+        return call()
+    except ConsulRefused as err:
+        raise ConsulRefused(message, operation=err.operation, status=err.status) from None
 
 
 def read_record(owner: str, entries: Mapping[str, KVPair]) -> OwnershipRecord | None:
@@ -55,7 +111,20 @@ def read_record(owner: str, entries: Mapping[str, KVPair]) -> OwnershipRecord | 
     return record
 
 
-def service_from_agent(service: AgentService) -> ServiceSpec:
+def service_from_agent(service: AgentService, checks: Mapping[str, AgentCheck] | None = None) -> ServiceSpec:
+    """What the agent has: its visible fields, the check definitions last applied (from the meta, when ours) and
+    what the agent shows of its checks now."""
+    meta = dict(service.meta)
+    seen = tuple(
+        sorted(
+            (
+                ObservedCheck(c.check_id, c.kind, c.name, c.notes)
+                for c in (checks or {}).values()
+                if c.service_id == service.id
+            ),
+            key=lambda c: c.check_id,
+        )
+    )
     return ServiceSpec(
         service_id=service.id,
         name=service.name,
@@ -65,6 +134,8 @@ def service_from_agent(service: AgentService) -> ServiceSpec:
         meta=service.meta,
         weights=service.weights,
         enable_tag_override=service.enable_tag_override,
+        checks=checks_from_meta(meta) or (),
+        seen_checks=seen if checks is not None else None,
     )
 
 
@@ -76,3 +147,7 @@ def entry_from_consul(entry: KVPair) -> KVEntry:
         modify_index=entry.modify_index,
         create_index=entry.create_index,
     )
+
+
+def _unused(_: Any) -> None:  # pragma: no cover - keeps the typing import honest for older checkers
+    return None

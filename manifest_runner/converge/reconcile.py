@@ -1,6 +1,7 @@
 """Observe, plan, lock, re-check, apply: one owner made to match its manifests.
 
-An unchanged manifest costs the observation (two requests) and nothing else: no lock, no write. When there is
+An unchanged manifest costs the observation (a few reads, made concurrently) and nothing else: no lock, no
+write. When there is
 something to do, the owner's lock is taken, the state is observed and planned again under it (another applier may
 have done the work meanwhile), and the plan is applied. A compare-and-set that loses a race is not retried blindly:
 the state is read again and planned again, at most ``attempts`` times.
@@ -17,6 +18,7 @@ from manifest_runner.converge.apply import ActionResult, ApplyReport, execute
 from manifest_runner.converge.observe import observe
 from manifest_runner.converge.planner import DEFAULT_POLICY, Plan, PlanPolicy, plan
 from manifest_runner.converge.state import DesiredState, ObservedState
+from manifest_runner.errors import ManifestRunnerError
 from manifest_runner.marks import lock_key
 from manifest_runner.util.cancel import Cancel
 
@@ -39,8 +41,13 @@ class Outcome:
         return self.report is None or self.report.ok
 
 
-def make_plan(client: ConsulClient, desired: DesiredState, policy: PlanPolicy) -> Plan:
-    return plan(desired, observe(client, desired), policy)
+class PlanStale(ManifestRunnerError):
+    """A saved plan no longer matches Consul or the manifests: nothing was written."""
+
+
+def make_plan(client: ConsulClient, desired: DesiredState, policy: PlanPolicy) -> tuple[ObservedState, Plan]:
+    observed = observe(client, desired)
+    return observed, plan(desired, observed, policy)
 
 
 def _replan(
@@ -53,6 +60,14 @@ def _replan(
     return observed, plan(desired, observed, policy)
 
 
+def _stale(desired: DesiredState, observed: ObservedState, expected: str | None) -> None:
+    if expected is not None and observed.fingerprint() != expected:
+        raise PlanStale(
+            f"owner {desired.owner}: Consul changed since the plan was made (a key, a service or the record moved); "
+            "nothing was written: make the plan again and review it"
+        )
+
+
 def converge(
     client: ConsulClient,
     desired: DesiredState,
@@ -62,10 +77,14 @@ def converge(
     attempts: int = 3,
     on_result: Callable[[ActionResult], None] | None = None,
     cancel: Cancel | None = None,
+    expected: str | None = None,
 ) -> Outcome:
     """Make Consul match ``desired``. ``cancel`` ends a wait for the lock at once (raising
-    :class:`~manifest_runner.util.cancel.Cancelled`): a shutdown is never held up by another applier."""
+    :class:`~manifest_runner.util.cancel.Cancelled`): a shutdown is never held up by another applier.
+    ``expected``: the observed fingerprint of a saved plan; any difference, before the lock or under it, raises
+    :class:`PlanStale` before anything is written."""
     first_observed = observe(client, desired)
+    _stale(desired, first_observed, expected)
     first = plan(desired, first_observed, policy)
     if not first.has_changes or first.conflicts:
         return Outcome(first)
@@ -82,6 +101,7 @@ def converge(
         done_before: list[ActionResult] = []
         for attempt in range(1, attempts + 1):
             latest = _replan(client, desired, policy, latest)
+            _stale(desired, latest[0], expected)
             current = latest[1]
             if current.conflicts:
                 return Outcome(current)
@@ -89,14 +109,23 @@ def converge(
                 report = ApplyReport(owner=desired.owner)
                 break
             report = execute(client, current, _only_done(on_result))
-            if not isinstance(report.error, TxnFailed) or attempt == attempts:
+            if not isinstance(report.error, TxnFailed) or attempt == attempts or expected is not None:
                 break
             done_before.extend(r for r in report.results if r.status == "done")  # lost a race: read, plan again
         report.results[:0] = done_before
         report.attempts = attempt
         report.lock_acquired_at = lock.acquired_at
     report.lock_released_at = lock.released_at
+    if policy.destroy and report.ok:
+        _remove_lock_key(client, desired.owner)
     return Outcome(first, report)
+
+
+def _remove_lock_key(client: ConsulClient, owner: str) -> None:
+    """After a destroy, the owner's lock key goes too, unless another applier holds it now."""
+    _, entries = client.kv_get(lock_key(owner))
+    if entries and not entries[0].session:
+        client.kv_delete(lock_key(owner), cas=entries[0].modify_index)
 
 
 def _only_done(callback: Callable[[ActionResult], None] | None) -> Callable[[ActionResult], None] | None:

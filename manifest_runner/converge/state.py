@@ -1,8 +1,9 @@
 """Values shared by the desired and the observed state: frozen, hashable, comparable (pure).
 
-``==`` is the drift check: a desired :class:`ServiceSpec` and what the agent reports are compared through
-:meth:`ServiceSpec.visible` and the registration hash kept in the service's meta. The ownership record of an owner's
-KV keys is in :mod:`.ownership`.
+``==`` is the drift check. A service carries, in its meta, a hash of the whole registration this owner last
+applied and that registration's check definitions (Consul 1.8 shows a check's id, type, name and notes, never its
+URL or interval): so a plan can say what changed field by field, checks included, and whether the manifest or
+Consul moved. The ownership record of an owner's KV keys is in :mod:`.ownership`.
 """
 
 from __future__ import annotations
@@ -13,14 +14,21 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from manifest_runner.converge.ownership import OwnershipRecord
-from manifest_runner.marks import HASH_KEY, MANAGED_BY, MANAGED_BY_KEY, OWNER_KEY
+from manifest_runner.converge.ownership import Origin, OwnershipRecord
+from manifest_runner.marks import CHECKS_KEY, HASH_KEY, MANAGED_BY, MANAGED_BY_KEY, OWNER_KEY, is_internal_meta
 
 KVMode = Literal["seed", "enforce"]
+CHECKS_META_CHUNK = 500
+CHECKS_META_CHUNKS = 8
 
 
 def freeze(mapping: Mapping[str, str] | None) -> tuple[tuple[str, str], ...]:
     return tuple(sorted((mapping or {}).items()))
+
+
+def value_hash(data: bytes) -> str:
+    """A short hash of a KV value's bytes: what the ownership record keeps of what it last wrote."""
+    return hashlib.sha256(data).hexdigest()[:16]
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,12 +55,33 @@ class CheckSpec:
     @property
     def kind(self) -> str:
         fields = self.fields()
-        return next((k.lower() for k in ("HTTP", "TCP", "GRPC", "TTL") if k in fields), "unknown")
+        kinds = ("HTTP", "TCP", "GRPC", "TTL", "AliasService", "DockerContainerID", "H2PING", "Args")
+        found = next((k for k in kinds if k in fields), "")
+        return {"AliasService": "alias", "DockerContainerID": "docker", "Args": "script"}.get(found, found.lower())
+
+    @property
+    def label(self) -> str:
+        """How a plan names the check: its kind and target, e.g. ``http http://127.0.0.1:8080/health``."""
+        fields = self.fields()
+        target = {"http": "HTTP", "tcp": "TCP", "grpc": "GRPC", "ttl": "TTL", "alias": "AliasService"}.get(self.kind)
+        return f"{self.kind} {fields.get(target, '')}".strip() if target else self.check_id
+
+
+@dataclass(frozen=True, slots=True)
+class ObservedCheck:
+    """A check as the agent shows it (no definition: Consul 1.8 does not show one)."""
+
+    check_id: str
+    kind: str
+    name: str = ""
+    notes: str = ""
 
 
 @dataclass(frozen=True, slots=True)
 class ServiceSpec:
-    """A service registration: what the manifest wants, or what the agent has (then ``checks`` are unknown)."""
+    """A service registration: what the manifest wants, or what the agent has. For an observed one, ``checks`` are
+    the definitions this owner last applied (from the service's meta, when it is ours) and ``seen_checks`` what the
+    agent shows of its checks now."""
 
     service_id: str
     name: str
@@ -64,15 +93,17 @@ class ServiceSpec:
     enable_tag_override: bool = False
     checks: tuple[CheckSpec, ...] = ()
     on_exit: Literal["deregister", "keep"] = "deregister"
+    seen_checks: tuple[ObservedCheck, ...] | None = None
 
     def visible(self) -> dict[str, Any]:
-        """The fields ``/v1/agent/services`` shows, normalised the way the agent normalises them."""
+        """The fields ``/v1/agent/services`` shows, normalised the way the agent normalises them; meta without the
+        runner's own bookkeeping."""
         return {
             "name": self.name,
             "address": self.address,
             "port": self.port,
             "tags": list(self.tags),
-            "meta": dict(self.meta),
+            "meta": {k: v for k, v in self.meta if not is_internal_meta(k)},
             "weights": {"passing": self.weights[0], "warning": self.weights[1]},
             "enable_tag_override": self.enable_tag_override,
         }
@@ -96,7 +127,7 @@ class ServiceSpec:
     def digest(self) -> str:
         """A short hash of the registration (checks included), kept in the service meta to see drift cheaply."""
         body = self.payload()
-        body["Meta"] = {k: v for k, v in body["Meta"].items() if k != HASH_KEY}
+        body["Meta"] = {k: v for k, v in body["Meta"].items() if k != HASH_KEY and not k.startswith(CHECKS_KEY)}
         canonical = json.dumps(body, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
@@ -113,6 +144,32 @@ class ServiceSpec:
         return dict(self.meta).get(MANAGED_BY_KEY) == MANAGED_BY
 
 
+def checks_meta(checks: tuple[CheckSpec, ...]) -> dict[str, str]:
+    """The check definitions as service meta, in chunks of at most 500 characters (Consul's limit is 512 a value);
+    nothing when they would take more than eight (the plan then shows that checks changed, not how)."""
+    text = json.dumps([c.payload() for c in checks], sort_keys=True, separators=(",", ":"))
+    chunks = [text[i : i + CHECKS_META_CHUNK] for i in range(0, len(text), CHECKS_META_CHUNK)]
+    if len(chunks) > CHECKS_META_CHUNKS:
+        return {}
+    return {CHECKS_KEY if i == 0 else f"{CHECKS_KEY}-{i + 1}": chunk for i, chunk in enumerate(chunks)}
+
+
+def checks_from_meta(meta: Mapping[str, str]) -> tuple[CheckSpec, ...] | None:
+    """The definitions :func:`checks_meta` kept; None when there are none (or they cannot be read)."""
+    if CHECKS_KEY not in meta:
+        return None
+    text = "".join(meta.get(CHECKS_KEY if i == 0 else f"{CHECKS_KEY}-{i + 1}", "") for i in range(CHECKS_META_CHUNKS))
+    try:
+        parsed = json.loads(text)
+        return tuple(
+            CheckSpec.of(str(item["CheckID"]), {k: v for k, v in item.items() if k != "CheckID"})
+            for item in parsed
+            if isinstance(item, dict)
+        )
+    except (ValueError, KeyError, TypeError, RecursionError):
+        return None
+
+
 @dataclass(frozen=True, slots=True)
 class KVEntry:
     """A KV key: desired (``mode`` set, indexes 0) or observed (``mode`` None, Consul's real indexes)."""
@@ -125,21 +182,38 @@ class KVEntry:
     create_index: int = 0
 
     def same_content(self, other: KVEntry) -> bool:
-        return self.value == other.value and self.flags == other.flags
+        """Equal bytes: a value another tool wrote (``consul kv put``, git2consul) with the same bytes is not drift,
+        whatever its ``Flags`` (the plan notes a type marker that differs)."""
+        return self.value == other.value
+
+    @property
+    def digest(self) -> str:
+        return value_hash(self.value)
 
 
 @dataclass(frozen=True, slots=True)
 class DesiredState:
-    """Everything one owner's manifests want in Consul."""
+    """Everything one owner's manifests want in Consul, and where they come from."""
 
     owner: str
     services: tuple[ServiceSpec, ...] = ()
     kv: tuple[KVEntry, ...] = ()
     prune: bool = False
+    origin: Origin | None = None
 
     @property
     def kv_roots(self) -> tuple[str, ...]:
         return kv_roots(entry.key for entry in self.kv)
+
+    def fingerprint(self) -> str:
+        """A hash of everything this state asks of Consul (for saved plans)."""
+        document = {
+            "owner": self.owner,
+            "services": [s.payload() for s in self.services],
+            "kv": [[e.key, e.value.hex(), e.flags, e.mode] for e in self.kv],
+            "prune": self.prune,
+        }
+        return hashlib.sha256(json.dumps(document, sort_keys=True).encode()).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,6 +229,18 @@ class ObservedState:
 
     def owned_services(self) -> dict[str, ServiceSpec]:
         return {sid: s for sid, s in self.services.items() if s.managed and s.owner == self.owner}
+
+    def fingerprint(self) -> str:
+        """A hash of everything observed, indexes included: any change in Consul changes it (for saved plans)."""
+        document = {
+            "services": sorted(
+                [sid, s.payload(), [[c.check_id, c.kind, c.name, c.notes] for c in s.seen_checks or ()]]
+                for sid, s in self.services.items()
+            ),
+            "kv": sorted([k, e.value.hex(), e.flags, e.modify_index, e.create_index] for k, e in self.kv.items()),
+            "record": None if self.record is None else [self.record.modify_index, self.record.journals],
+        }
+        return hashlib.sha256(json.dumps(document, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def kv_roots(keys: Iterable[str]) -> tuple[str, ...]:

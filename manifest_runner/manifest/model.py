@@ -39,7 +39,10 @@ from manifest_runner.manifest.fields import (
     kv_path_problem,
 )
 from manifest_runner.manifest.formatting import format_problem
-from manifest_runner.marks import RESERVED_META_KEYS, RESERVED_META_PREFIX
+from manifest_runner.marks import OWN_META_PREFIX, RESERVED_META_KEYS, RESERVED_META_PREFIX
+
+USER_META_KEYS = 64 - 3 - 8
+"""Consul allows 64 meta keys; the runner keeps three marks and up to eight chunks of check definitions."""
 
 
 class Weights(Model):
@@ -52,11 +55,15 @@ class Weights(Model):
 
 
 def _meta(value: dict[str, str]) -> dict[str, str]:
-    reserved = sorted(k for k in value if k in RESERVED_META_KEYS or k.startswith(RESERVED_META_PREFIX))
+    reserved = sorted(
+        k for k in value if k in RESERVED_META_KEYS or k.startswith((RESERVED_META_PREFIX, OWN_META_PREFIX))
+    )
     if reserved:
-        raise ValueError(f"meta keys {reserved} are reserved (consul-manifest or Consul itself writes them)")
-    if len(value) > 64 - len(RESERVED_META_KEYS):
-        raise ValueError(f"at most {64 - len(RESERVED_META_KEYS)} meta keys (Consul allows 64; the runner uses 3)")
+        raise ValueError(
+            f"meta keys {reserved} are reserved (consul-manifest writes managed-by and manifest-*, Consul consul-*)"
+        )
+    if len(value) > USER_META_KEYS:
+        raise ValueError(f"at most {USER_META_KEYS} meta keys (Consul allows 64; the runner keeps up to 11)")
     return value
 
 

@@ -31,6 +31,8 @@ from manifest_runner.errors import Problem
 
 MAX_DEPTH = 64
 """The deepest nesting of maps and lists a manifest may have (a real one nests about eight levels)."""
+MAX_PROBLEMS = 20
+"""The scan stops after this many problems: a pathological document does not print pages."""
 
 
 @dataclass
@@ -44,13 +46,30 @@ def screen(text: str, name: str) -> Screened:
     """Scan the document's events; the problems found, and whether libyaml can read it."""
     result = Screened()
     try:
-        result.problems = _scan(YAML(typ="safe", pure=False).parse(text), name)
+        problems: list[Problem] = []
+        _scan_into(problems, YAML(typ="safe", pure=False).parse(text), name)
+        result.problems = problems
         result.libyaml_reads_it = True
     except YAMLError:
-        if "&" in text and "*" in text:  # anchors and aliases: look for recursive ones in pure Python
-            with contextlib.suppress(YAMLError, RecursionError):  # the precise parser reports it at its place
-                result.problems = _scan(YAML(typ="safe", pure=True).parse(text), name)
+        if _worth_a_closer_look(text):
+            result.problems = _scan(YAML(typ="safe", pure=True).parse(text), name)
     return result
+
+
+def _worth_a_closer_look(text: str) -> bool:
+    """Whether a document libyaml could not read has a feature that can hurt the pure parser's tree builder:
+    anchors (a recursive alias), ``?`` or a collection as a key (ruamel builds nested mapping keys in exponential
+    time), or deep brackets. A cheap over-estimate: a false alarm only costs the scan."""
+    if ("&" in text and "*" in text) or "?" in text or "{{" in text or "{[" in text or "[{" in text:
+        return True
+    depth = deepest = 0
+    for ch in text:
+        if ch in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in "]}" and depth:
+            depth -= 1
+    return deepest > MAX_DEPTH // 4
 
 
 @dataclass
@@ -61,9 +80,19 @@ class _Collection:
 
 
 def _scan(events: Iterable[Any], name: str) -> list[Problem]:
+    """The problems found in ``events``; those found before a syntax error are kept (the precise parser reports
+    the syntax error itself at its place)."""
     problems: list[Problem] = []
+    with contextlib.suppress(YAMLError, RecursionError):
+        _scan_into(problems, events, name)
+    return problems
+
+
+def _scan_into(problems: list[Problem], events: Iterable[Any], name: str) -> None:
     stack: list[_Collection] = []
     for event in events:
+        if len(problems) >= MAX_PROBLEMS:
+            return
         kind = type(event).__name__
         mark = event.start_mark
         line, col = mark.line + 1, mark.column + 1
@@ -82,12 +111,11 @@ def _scan(events: Iterable[Any], name: str) -> list[Problem]:
                 stack.append(_Collection(kind == "MappingStartEvent", event.anchor))
                 if len(stack) > MAX_DEPTH:
                     problems.append(Problem(name, line, col, "", f"the document nests deeper than {MAX_DEPTH} levels"))
-                    return problems  # stop here: reading on would only cost time
+                    return  # stop here: reading on would only cost time
         elif kind in ("SequenceEndEvent", "MappingEndEvent") and stack:
             stack.pop()
         elif kind == "DocumentEndEvent":
             stack.clear()
-    return problems
 
 
 def _tag(tag: str) -> str:

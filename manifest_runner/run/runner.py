@@ -18,6 +18,7 @@ from pathlib import Path
 
 from manifest_runner.consul.client import ConsulClient
 from manifest_runner.converge.desired import desired_states
+from manifest_runner.converge.pipeline import owner_origins
 from manifest_runner.converge.state import DesiredState
 from manifest_runner.manifest.loader import ManifestSet
 from manifest_runner.run import events as ev
@@ -184,7 +185,7 @@ class Runner:
         lost), converge, then start the heartbeats (a heartbeat updates a check that must exist)."""
         self.manifests = manifests
         self.outputs.keep_only(manifests)
-        self.desired = desired_states(manifests) if self.converger is not None else {}
+        self.desired = desired_states(manifests, owner_origins(manifests)) if self.converger is not None else {}
         self.watches.start(manifests, self.desired.values())
         if self.converger is not None:
             self.converger.converge(self.desired)

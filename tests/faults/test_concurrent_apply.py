@@ -49,7 +49,7 @@ def test_concurrent_applies_of_one_owner_serialise(consul: DevAgent, tmp_path: P
 
     holds = []
     for stdout, _ in outputs:
-        (entry,) = json.loads(stdout)
+        (entry,) = json.loads(stdout)["owners"]  # the versioned document of apply (docs/json.md)
         report = entry["report"]
         if report is not None and report["lock"]["acquired_at"] is not None:
             holds.append((report["lock"]["acquired_at"], report["lock"]["released_at"]))

@@ -110,11 +110,13 @@ def test_create_update_noop_prune_and_destroy(consul: DevAgent, tmp_path: Path, 
     # update: tag, meta, port, check interval, KV value
     write(tmp_path, "m.yaml", manifest(owner, tag="v2", port=9090, interval="30s", ttl_value=60))
     plan = run_cli(consul, "plan", str(path))
-    assert f"~ service {owner}-api-1  (drift)" in plan.output
+    assert f"~ service {owner}-api-1  (manifest changed)" in plan.output
     assert 'tags: ["api", "v1"] -> ["api", "v2"]' in plan.output
     assert "port: 8080 -> 9090" in plan.output
     assert 'meta.version: "v1" -> "v2"' in plan.output
-    assert f"~ kv {owner}/cache/ttl: 3600 -> 60  (drift)" in plan.output
+    assert f"~ kv {owner}/cache/ttl: 3600 -> 60  (manifest changed)" in plan.output
+    assert 'checks[http http://127.0.0.1:9090/health].http: "http://127.0.0.1:8080/health" ->' in plan.output
+    assert 'checks[http http://127.0.0.1:9090/health].interval: "10s" -> "30s"' in plan.output
     updated = run_cli(consul, "apply", str(path))
     assert updated.exit_code == EXIT_OK, updated.output
     assert f"{owner}: 0 created, 2 updated, 0 deleted" in updated.output
@@ -123,12 +125,14 @@ def test_create_update_noop_prune_and_destroy(consul: DevAgent, tmp_path: Path, 
     assert {c["Type"] for c in checks(consul).values() if c["ServiceID"] == f"{owner}-api-1"} == {"http", "tcp"}
     assert kv_value(consul, f"{owner}/cache/ttl") == b"60"
 
-    # a check interval alone is a change too, seen through the registration hash (Consul 1.8's agent API does
-    # not show check definitions, so the hash in the service meta is what tells)
+    # a check interval alone is a change too, shown field by field (Consul 1.8's agent API does not show check
+    # definitions: the ones last applied are kept in the service's meta)
     hash_before = services(consul)[f"{owner}-api-1"]["Meta"]["manifest-hash"]
     write(tmp_path, "m.yaml", manifest(owner, tag="v2", port=9090, interval="45s", ttl_value=60))
     plan = run_cli(consul, "plan", str(path))
-    assert f"~ service {owner}-api-1" in plan.output and "checks:" in plan.output
+    assert f"~ service {owner}-api-1  (manifest changed)" in plan.output
+    assert 'checks[http http://127.0.0.1:9090/health].interval: "30s" -> "45s"' in plan.output
+    assert hash_before not in plan.output  # no hashes in a plan a person reads
     assert run_cli(consul, "apply", str(path)).exit_code == EXIT_OK
     assert services(consul)[f"{owner}-api-1"]["Meta"]["manifest-hash"] != hash_before
     assert run_cli(consul, "plan", "--detailed-exitcode", str(path)).exit_code == EXIT_OK
@@ -139,8 +143,10 @@ def test_create_update_noop_prune_and_destroy(consul: DevAgent, tmp_path: Path, 
         "m.yaml",
         manifest(owner, tag="v2", port=9090, interval="45s", ttl_value=60, extra_service=False, extra_key=False),
     )
+    assert f"= service {owner}-worker-1  (kept" in run_cli(consul, "plan", str(path)).output
     kept = run_cli(consul, "apply", str(path))
     assert f"{owner}: no changes" in kept.output
+    assert f"= kv {owner}/old/setting  (kept: no longer declared; --prune removes it)" in kept.output
     assert f"{owner}-worker-1" in services(consul)
     pruned = run_cli(consul, "apply", "--prune", str(path))
     assert pruned.exit_code == EXIT_OK, pruned.output
@@ -176,7 +182,10 @@ def test_an_unchanged_apply_sends_no_write(consul: DevAgent, tmp_path: Path, uni
     outcome = converge(client, desired)
     assert outcome.report is None
     assert not outcome.plan.has_changes
-    assert client.request_counts() == {"GET": 1, "PUT": 1}  # agent services + one read-only transaction
+    # reads only: the agent's services and checks, one read-only transaction, and the direct reads that prove the
+    # transaction saw everything (the record, and each KV root: here one)
+    assert client.request_counts() == {"GET": 4, "PUT": 1}
+    assert client.request_counts(by_path=True)["PUT /v1/txn"] == 1
     assert run_cli(consul, "apply", str(path)).exit_code == EXIT_OK
     assert indexes(consul) == before
 
@@ -258,7 +267,9 @@ def test_plan_as_json(consul: DevAgent, tmp_path: Path, unique: str) -> None:
     document = json.loads(result.output)
     assert document["changes"] is True
     (owner_plan,) = document["owners"]
-    assert owner_plan["counts"] == {"create": 5, "update": 0, "delete": 0, "conflict": 0}
+    assert document["format_version"] == 1 and document["command"] == "plan"
+    assert owner_plan["counts"] == {"create": 5, "update": 0, "delete": 0, "adopt": 0, "conflict": 0, "kept": 0}
+    assert {a["cause"] for a in owner_plan["actions"]} == {"manifest"}
     assert {a["target"] for a in owner_plan["actions"]} >= {f"js-{unique}-api-1", f"js-{unique}/cache/ttl"}
 
 

@@ -20,6 +20,10 @@ def scripted_agent(lost_races: int):
         if request.path == "/v1/agent/services":
             state["observations"] += 1
             return answer(200, {})
+        if request.path == "/v1/agent/checks":
+            return answer(200, {})
+        if request.path.startswith("/v1/kv/") and request.method == "GET":
+            return answer(404, index=3)  # the direct reads that prove the tree reads are complete
         if request.path == "/v1/session/create":
             return answer(200, {"ID": "session-1"})
         if request.path.startswith("/v1/session/"):
