@@ -6,7 +6,7 @@ destroy), :mod:`.delivery` (render, exec), :mod:`.run` (run); what they share is
 
 from __future__ import annotations
 
-from manifest_runner.cli import changes, delivery, manifests, run
+from manifest_runner.cli import changes, delivery, imports, manifests, run
 from manifest_runner.cli.common import (
     EXIT_CHANGES,
     EXIT_CONSUL,
@@ -27,6 +27,7 @@ __all__ = [
     "cli",
     "delivery",
     "exit_code_for",
+    "imports",
     "main",
     "manifests",
     "run",
