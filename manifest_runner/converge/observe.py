@@ -52,8 +52,7 @@ def observe(client: ConsulClient, desired: DesiredState) -> ObservedState:
         trees = pool.submit(client.read_trees, roots)
         proofs = [pool.submit(_prove_kv, client, root) for root in [own_record, *desired.kv_roots]]
         services = listed.result()
-        hidden = [sid for sid in wanted_ids if sid not in services]
-        found = list(pool.map(lambda sid: _prove_service(client, sid, desired), hidden))
+        found = list(pool.map(lambda sid: _prove_service(client, sid, desired), _hidden(desired, services)))
         for proof in proofs:
             proof.result()
         entries = {e.key: e for e in trees.result()}
@@ -69,6 +68,16 @@ def observe(client: ConsulClient, desired: DesiredState) -> ObservedState:
             entries.update({e.key: e for e in client.read_trees(kv_roots(outside))})
     kv = {key: entry_from_consul(entry) for key, entry in entries.items() if not key.startswith(STATE_PREFIX)}
     return ObservedState(owner=desired.owner, services=observed_services, kv=kv, record=record)
+
+
+def _hidden(desired: DesiredState, listed: Mapping[str, AgentService]) -> list[str]:
+    """Wanted ids the list did not show, one per service name: ACL rules are by name (``service``,
+    ``service_prefix``), so one id read directly proves (404) that the list could see every id of its name."""
+    by_name: dict[str, str] = {}
+    for spec in desired.services:
+        if spec.service_id not in listed:
+            by_name.setdefault(spec.name, spec.service_id)
+    return sorted(by_name.values())
 
 
 def _prove_kv(client: ConsulClient, key: str) -> None:

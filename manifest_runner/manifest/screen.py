@@ -10,11 +10,12 @@ Refused here, each at its line and column:
 - an alias to a node that contains it (``&r [1, *r]``), which no plain value can represent;
 - a map key that is a list or a map (``? [a, b]``): keys are text.
 
-The scan uses libyaml's event parser when it can read the document (fast: a few milliseconds for thousands of
-lines). libyaml reads YAML 1.1 and refuses some YAML 1.2 forms (``[team:billing]``), which ruamel's own parser
-accepts: such a document skips libyaml entirely and is parsed by the pure-Python parser, which recurses in Python
-(a deep document raises RecursionError, caught and reported) and whose tree shows tags and odd keys; only a document
-with anchors and aliases is scanned again here, in pure Python, for recursive aliases.
+The scan uses libyaml's event parser when it can read the document (fast: a few milliseconds for thousands of lines),
+and builds the document's plain values in the same pass (:mod:`.fastbuild`). libyaml reads YAML 1.1 and refuses some
+YAML 1.2 forms (``[team:billing]``), which ruamel's own parser accepts: such a document skips libyaml entirely and is
+parsed by the pure-Python parser, which recurses in Python (a deep document raises RecursionError, caught and reported)
+and whose tree shows tags and odd keys; only a document with anchors and aliases is scanned again here, in pure Python,
+for recursive aliases.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
 from manifest_runner.errors import Problem
+from manifest_runner.manifest.fastbuild import Builder, GiveUp
 
 MAX_DEPTH = 64
 """The deepest nesting of maps and lists a manifest may have (a real one nests about eight levels)."""
@@ -39,20 +41,36 @@ MAX_PROBLEMS = 20
 class Screened:
     problems: list[Problem] = field(default_factory=list)
     libyaml_reads_it: bool = False
-    """Whether libyaml parsed the whole document: only then may its (recursive, C) tree builder be used."""
+    """Whether libyaml parsed the whole document."""
+    document: Any = None
+    """The document's plain values, built in the same pass (:mod:`.fastbuild`), or None when it has a form the
+    fast path leaves to the precise one."""
+    built: bool = False
 
 
 def screen(text: str, name: str) -> Screened:
     """Scan the document's events; the problems found, and whether libyaml can read it."""
     result = Screened()
+    builder: Builder | None = Builder()
     try:
         problems: list[Problem] = []
-        _scan_into(problems, YAML(typ="safe", pure=False).parse(text), name)
+        _scan_into(problems, YAML(typ="safe", pure=False).parse(text), name, builder)
         result.problems = problems
         result.libyaml_reads_it = True
+    except GiveUp:
+        builder = None  # the scan goes on without building
+        problems = []
+        try:
+            _scan_into(problems, YAML(typ="safe", pure=False).parse(text), name)
+            result.problems, result.libyaml_reads_it = problems, True
+        except YAMLError:
+            return result
     except YAMLError:
         if _worth_a_closer_look(text):
             result.problems = _scan(YAML(typ="safe", pure=True).parse(text), name)
+        return result
+    if builder is not None and not result.problems:
+        result.document, result.built = builder.result, True
     return result
 
 
@@ -88,11 +106,13 @@ def _scan(events: Iterable[Any], name: str) -> list[Problem]:
     return problems
 
 
-def _scan_into(problems: list[Problem], events: Iterable[Any], name: str) -> None:
+def _scan_into(problems: list[Problem], events: Iterable[Any], name: str, builder: Builder | None = None) -> None:
     stack: list[_Collection] = []
     for event in events:
         if len(problems) >= MAX_PROBLEMS:
             return
+        if builder is not None and not problems:
+            builder.feed(event)
         kind = type(event).__name__
         mark = event.start_mark
         line, col = mark.line + 1, mark.column + 1
