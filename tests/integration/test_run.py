@@ -206,11 +206,16 @@ def test_health_and_metrics_endpoint(consul: DevAgent, tmp_path: Path, unique: s
         assert health["owners"] == [owner]
         deregister(consul, f"{owner}-api")
         wait_for(lambda: f"{owner}-api" in services(consul), what="repair")
-        metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics").read().decode()
+
+        def repaired() -> str | None:
+            # the repair shows in Consul just before apply has confirmed it and counted it
+            text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics").read().decode()
+            drift = [line for line in text.splitlines() if line.startswith("consul_manifest_drift_repaired_total ")]
+            return text if drift and float(drift[0].split()[1]) >= 1 else None
+
+        metrics = wait_for(repaired, what="the repair counted")
         assert "consul_manifest_converged 1" in metrics
         assert 'consul_manifest_actions_total{op="create"}' in metrics
-        drift = [line for line in metrics.splitlines() if line.startswith("consul_manifest_drift_repaired_total ")]
-        assert drift and float(drift[0].split()[1]) >= 1
         assert run.stop() == 0
         lines = [json.loads(line) for line in run.output().splitlines() if line.startswith("{")]
         assert any(line["level"] == "info" and "created" in line["message"] for line in lines)
