@@ -73,6 +73,10 @@ class ConsulUnavailable(ConsulError):
     """Consul could not be reached in time: connection refused, timed out, or the TLS handshake failed."""
 
 
+class AgentUnreachable(ConsulUnavailable):
+    """The agent itself cannot be reached: connection refused or reset, no route, an unknown host."""
+
+
 class ConsulRefused(ConsulError):
     """Consul refused the request: ACL permission denied or missing token (401/403)."""
 

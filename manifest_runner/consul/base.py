@@ -11,6 +11,7 @@ import re
 import ssl
 import threading
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any, Self, TypeVar
 
 from manifest_runner.config import ConsulConfig
@@ -18,11 +19,50 @@ from manifest_runner.consul import payloads
 from manifest_runner.consul.payloads import AgentInfo, PayloadError
 from manifest_runner.consul.statuses import raise_for_status
 from manifest_runner.consul.transport import Answer, HttpTransport, Transport, TransportError
-from manifest_runner.errors import ConsulProtocolError, ConsulRefused, ConsulUnavailable, SettingsError
+from manifest_runner.errors import (
+    AgentUnreachable,
+    ConsulProtocolError,
+    ConsulRefused,
+    ConsulUnavailable,
+    SettingsError,
+)
 from manifest_runner.util.durations import parse_duration
 
 DEFAULT_WAIT = 300.0
 T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Freshness:
+    """How fresh a read must be. Default: from the leader (Consul's default consistency).
+
+    ``max_stale`` (seconds): any server may answer (``?stale``), which spreads reads over every server instead of the
+    leader; an answer whose ``X-Consul-LastContact`` says that server was out of touch with the leader for longer
+    is asked again of the leader. ``cached``: the agent's cache answers (``?cached``), kept current by one background
+    blocking query per distinct request on the agent, shared by every client of that agent."""
+
+    max_stale: float | None = None
+    cached: bool = False
+
+    def params(self) -> list[tuple[str, str]]:
+        if self.cached:
+            return [("cached", "")]
+        return [("stale", "")] if self.max_stale is not None else []
+
+    def for_kv(self) -> Freshness:
+        """The agent cache does not hold KV: a cached read of a key is a stale one (bounded the same way)."""
+        return Freshness(self.max_stale) if self.cached else self
+
+    def too_stale(self, headers: Any) -> bool:
+        if self.cached or self.max_stale is None:
+            return False
+        contact = headers.get("X-Consul-LastContact")
+        if contact is None or not str(contact).isdigit():
+            return False
+        return int(contact) > self.max_stale * 1000
+
+
+LEADER = Freshness()
 
 
 def _blocking_wait(params: Iterable[tuple[str, Any]]) -> float | None:
@@ -58,6 +98,8 @@ class BaseClient:
         self._counts_lock = threading.Lock()
         self.counts: dict[str, int] = {}
         self.counts_by_path: dict[str, int] = {}
+        self.bytes_received = 0
+        self.stale_retries = 0
 
     @property
     def raw(self) -> Any:
@@ -82,7 +124,7 @@ class BaseClient:
         twin = copy.copy(self)
         twin._transport = self._transport.twin(max_idle=1)
         twin._counts_lock = threading.Lock()
-        twin.counts, twin.counts_by_path = {}, {}
+        twin.counts, twin.counts_by_path, twin.bytes_received, twin.stale_retries = {}, {}, 0, 0
         twin._raw = None
         return twin
 
@@ -144,7 +186,9 @@ class BaseClient:
                 raise ConsulUnavailable(f"no answer from {where} within {timeout:g}s", operation=operation) from None
             if err.kind == "too_large":
                 raise ConsulProtocolError(f"{err.reason}; is this a Consul agent?", operation=operation) from None
-            raise ConsulUnavailable(f"cannot reach Consul at {where}: {err.reason}", operation=operation) from None
+            raise AgentUnreachable(f"cannot reach Consul at {where}: {err.reason}", operation=operation) from None
+        with self._counts_lock:
+            self.bytes_received += answer.wire
         raise_for_status(answer, operation, path)
         return answer
 
@@ -160,14 +204,20 @@ class BaseClient:
         blocking: bool = False,
         idempotent: bool | None = None,
         absent_ok: bool = False,
+        freshness: Freshness = LEADER,
     ) -> tuple[int, T | None]:
         """One request whose JSON answer is decoded by ``decode`` (from :mod:`.payloads`): (index, value).
 
         ``absent_ok``: a 404 means "absent" (value ``None``); elsewhere Consul never answers 404, and one means
         that something else answers in its place. ``blocking``: the answer, a 404 included, must carry
         ``X-Consul-Index`` (Consul's KV, catalog and health reads always do). An answer of another shape is a
-        :class:`ConsulProtocolError`."""
-        answer = self.send(method, path, params, data, timeout=timeout, idempotent=idempotent)
+        :class:`ConsulProtocolError`. ``freshness``: see :class:`Freshness`."""
+        params = list(params or [])
+        answer = self.send(method, path, [*params, *freshness.params()], data, timeout=timeout, idempotent=idempotent)
+        if freshness.too_stale(answer.headers):
+            with self._counts_lock:
+                self.stale_retries += 1
+            answer = self.send(method, path, params, data, timeout=timeout, idempotent=idempotent)
         operation = f"{method} {path}"
         if answer.status == 404 and not absent_ok:
             raise ConsulProtocolError(

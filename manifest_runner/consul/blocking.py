@@ -73,18 +73,15 @@ class BlockingLoop:
 
     def run_with(self, own: ConsulClient) -> None:
         """The loop itself, on ``own`` (public so that it can be driven directly, e.g. by a unit test)."""
-        index = 0
-        first = True
+        rules = IndexRules()
         last_call = 0.0
-        recovering = False
         while not self._stop.is_set():
             pause = self.min_interval - (time.monotonic() - last_call)
             if pause > 0 and self._stop.wait(pause):
                 return
             last_call = time.monotonic()
             try:
-                blocking = not first and not recovering  # once an index is known, always block: clamped to >= 1
-                new_index, body = self.fetch(own, max(1, index) if blocking else None, self.wait)
+                new_index, body = self.fetch(own, rules.query_index(), self.wait)
             except ConsulError as err:
                 self.ready.set()  # Consul is away: nobody should wait for this loop's first read
                 if self._stop.is_set():
@@ -92,30 +89,48 @@ class BlockingLoop:
                 self.on_error(self.name, err)
                 if self._stop.wait(self.backoff.next()):
                     return
-                recovering = True
+                rules.failed()
                 continue
-            # After an error the query was a plain read: a restarted agent's index is lower than ours, and blocking
-            # with ours would wait the whole `wait` instead of seeing that it went backwards.
-            recovering = False
             self.backoff.reset()
             self.wakeups += 1
-            if new_index < index:
-                index = max(new_index, 1)  # went backwards (restart, snapshot restore): what was just read is current
+            if rules.answered(new_index, self.notify_first):
                 self.on_change(body)
-                continue
-            changed = new_index != index
-            index = new_index
-            if changed and (not first or self.notify_first):
-                self.on_change(body)
-            first = False
             self.ready.set()
 
 
-def health_fetch(service: str, datacenter: str | None) -> Fetch:
-    def fetch(client: ConsulClient, index: int | None, wait: str) -> tuple[int, Any]:
-        return client.health_service(service, datacenter=datacenter, index=index, wait=wait)
+@dataclass
+class IndexRules:
+    """Consul's index rules for one blocking query, as a small state machine shared by every kind of loop."""
 
-    return fetch
+    index: int = 0
+    first: bool = True
+    recovering: bool = False
+    report_first: bool = False
+
+    def query_index(self) -> int | None:
+        """The index to block on; ``None``: a plain read (the first one, and the first after an error: a restarted
+        agent's index is lower than ours, and blocking with ours would wait the whole ``wait`` instead of seeing
+        that it went backwards). Once known, an index is clamped to >= 1 (0 would return at once)."""
+        return None if self.first or self.recovering else max(1, self.index)
+
+    def failed(self) -> None:
+        self.recovering = True
+        if self.first:
+            # the caller acted on a state read without this watch in place: report the first answer, which may
+            # hold a change made meanwhile
+            self.report_first = True
+
+    def answered(self, new_index: int, notify_first: bool = False) -> bool:
+        """Record an answer's index; whether its body is a change to report."""
+        self.recovering = False
+        if new_index < self.index:
+            self.index = max(new_index, 1)  # went backwards (restart, snapshot restore): what was read is current
+            return True
+        changed = new_index != self.index
+        self.index = new_index
+        report = changed and (not self.first or notify_first or self.report_first)
+        self.first = False
+        return report
 
 
 def kv_keys_fetch(prefix: str, datacenter: str | None) -> Fetch:
@@ -128,20 +143,6 @@ def kv_keys_fetch(prefix: str, datacenter: str | None) -> Fetch:
 def node_services_fetch(node: str) -> Fetch:
     def fetch(client: ConsulClient, index: int | None, wait: str) -> tuple[int, Any]:
         return client.node_services(node, index=index, wait=wait)
-
-    return fetch
-
-
-def checks_fetch(datacenter: str | None) -> Fetch:
-    def fetch(client: ConsulClient, index: int | None, wait: str) -> tuple[int, Any]:
-        return client.checks_in_state("any", datacenter=datacenter, index=index, wait=wait)
-
-    return fetch
-
-
-def catalog_fetch(datacenter: str | None) -> Fetch:
-    def fetch(client: ConsulClient, index: int | None, wait: str) -> tuple[int, Any]:
-        return client.catalog_services(datacenter=datacenter, index=index, wait=wait)
 
     return fetch
 

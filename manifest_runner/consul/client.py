@@ -31,6 +31,7 @@ from typing import Any
 
 from manifest_runner.config import ConsulConfig
 from manifest_runner.consul import payloads
+from manifest_runner.consul.base import LEADER, Freshness
 from manifest_runner.consul.kv import TXN_BODY_LIMIT, KVCalls, txn_op_size
 from manifest_runner.consul.payloads import AgentCheck, AgentService, CheckState, Instance
 from manifest_runner.consul.statuses import CheckNotFound, TxnFailed, TxnTooLarge
@@ -142,6 +143,7 @@ class ConsulClient(KVCalls):
         index: int | None = None,
         wait: str | None = None,
         timeout: float | None = None,
+        freshness: Freshness = LEADER,
     ) -> tuple[int, list[Instance]]:
         """Instances of a service with their health; ``index`` and ``wait`` make it a blocking query."""
         params: list[tuple[str, Any]] = [("tag", tag) for tag in tags]
@@ -160,6 +162,7 @@ class ConsulClient(KVCalls):
             params,
             timeout=timeout,
             blocking=True,
+            freshness=freshness,
         )
         return found, items or []
 

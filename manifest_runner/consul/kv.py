@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from manifest_runner.consul import payloads
-from manifest_runner.consul.base import BaseClient
+from manifest_runner.consul.base import LEADER, BaseClient, Freshness
 from manifest_runner.consul.payloads import KVPair, PayloadError
 from manifest_runner.consul.statuses import TxnFailed, TxnTooLarge
 from manifest_runner.errors import ConsulProtocolError, ConsulRefused
@@ -25,6 +25,7 @@ class KVCalls(BaseClient):
         index: int | None = None,
         wait: str | None = None,
         timeout: float | None = None,
+        freshness: Freshness = LEADER,
     ) -> tuple[int, list[KVPair]]:
         """Entries at ``key`` (or under it with ``recurse``), values decoded to bytes; ``[]`` when absent."""
         params: list[tuple[str, Any]] = self._dc(datacenter)
@@ -32,7 +33,14 @@ class KVCalls(BaseClient):
             params.append(("recurse", "1"))
         self._blocking(params, index, wait)
         found, pairs = self.read(
-            "GET", f"/v1/kv/{key}", payloads.kv_pairs, params, timeout=timeout, blocking=True, absent_ok=True
+            "GET",
+            f"/v1/kv/{key}",
+            payloads.kv_pairs,
+            params,
+            timeout=timeout,
+            blocking=True,
+            absent_ok=True,
+            freshness=freshness.for_kv(),
         )
         return found, pairs or []
 
@@ -44,12 +52,20 @@ class KVCalls(BaseClient):
         index: int | None = None,
         wait: str | None = None,
         timeout: float | None = None,
+        freshness: Freshness = LEADER,
     ) -> tuple[int, list[str]]:
         """The key names under ``prefix`` (a light way to block on a prefix)."""
         params: list[tuple[str, Any]] = [*self._dc(datacenter), ("keys", "1")]
         self._blocking(params, index, wait)
         found, keys = self.read(
-            "GET", f"/v1/kv/{prefix}", payloads.kv_keys, params, timeout=timeout, blocking=True, absent_ok=True
+            "GET",
+            f"/v1/kv/{prefix}",
+            payloads.kv_keys,
+            params,
+            timeout=timeout,
+            blocking=True,
+            absent_ok=True,
+            freshness=freshness.for_kv(),
         )
         return found, keys or []
 

@@ -163,6 +163,8 @@ class AgentInfo:
     version: str
     node_name: str
     datacenter: str
+    max_conns_per_client: int | None = None
+    """``limits.http_max_conns_per_client`` (0: no limit); None when the agent does not say."""
 
 
 # -- decoders -------------------------------------------------------------------------------------------------
@@ -197,7 +199,13 @@ def agent_info(body: Any) -> AgentInfo:
         version=_text(config.get("Version", "0"), "Config.Version"),
         node_name=_text(config.get("NodeName", ""), "Config.NodeName"),
         datacenter=_text(config.get("Datacenter", ""), "Config.Datacenter"),
+        max_conns_per_client=_conns_limit(doc.get("DebugConfig")),
     )
+
+
+def _conns_limit(debug: Any) -> int | None:
+    value = debug.get("HTTPMaxConnsPerClient") if isinstance(debug, dict) else None
+    return value if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 1_000_000 else None
 
 
 def agent_services(body: Any) -> dict[str, AgentService]:

@@ -53,6 +53,8 @@ class Answer:
     headers: Message
     body: bytes
     reason: str = ""
+    wire: int = 0
+    """Bytes received for it: the status line, the headers and the body as sent (compressed or not)."""
 
 
 class TransportError(Exception):
@@ -206,7 +208,7 @@ class Transport:
             try:
                 conn.request(method, url, body=data, headers=all_headers)
                 response = conn.getresponse()
-                payload = self._read(response)
+                payload, raw = self._read(response)
             except (OSError, http.client.HTTPException, _TooLarge) as err:
                 fired = WATCHDOG.disarm(alarm)
                 self._drop(conn)
@@ -222,7 +224,8 @@ class Transport:
                 self._drop(conn)
             else:
                 self._give_back(conn)
-            return Answer(response.status, response.headers, payload, response.reason)
+            head = 17 + len(response.reason) + sum(len(k) + len(v) + 4 for k, v in response.headers.items())
+            return Answer(response.status, response.headers, payload, response.reason, head + raw)
         raise TransportError("connect", "connection lost")  # pragma: no cover - the loop always returns or raises
 
     def _failure(self, err: BaseException, *, fired: bool, limit: float) -> TransportError:
@@ -236,8 +239,8 @@ class Transport:
             return TransportError("timeout", f"no answer within {limit:g}s")
         return TransportError("connect", "the transport was closed" if self._aborted else describe(err))
 
-    def _read(self, response: http.client.HTTPResponse) -> bytes:
-        """The body, at most ``max_body`` bytes (after gzip is undone), or _TooLarge."""
+    def _read(self, response: http.client.HTTPResponse) -> tuple[bytes, int]:
+        """The body, at most ``max_body`` bytes (after gzip is undone), and its size as sent; or _TooLarge."""
         declared = response.getheader("Content-Length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_body:
             raise _TooLarge(f"the answer is {int(declared):,} bytes; at most {self.max_body:,} are read")
@@ -252,8 +255,8 @@ class Transport:
                 raise http.client.HTTPException(f"a gzip body that cannot be read: {err}") from None
             if len(plain) > self.max_body or inflate.unconsumed_tail:
                 raise _TooLarge(f"the answer unpacks to over {self.max_body:,} bytes")
-            return plain
-        return payload
+            return plain, len(payload)
+        return payload, len(payload)
 
     def close(self) -> None:
         """Close the idle connections (requests in flight finish normally)."""

@@ -20,6 +20,7 @@ from pydantic import (
     Field,
     Tag,
     field_validator,
+    model_validator,
 )
 
 from manifest_runner.manifest.checks import Check
@@ -40,6 +41,7 @@ from manifest_runner.manifest.fields import (
 )
 from manifest_runner.manifest.formatting import format_problem
 from manifest_runner.marks import OWN_META_PREFIX, RESERVED_META_KEYS, RESERVED_META_PREFIX
+from manifest_runner.util.durations import parse_duration
 
 USER_META_KEYS = 64 - 3 - 8
 """Consul allows 64 meta keys; the runner keeps three marks and up to eight chunks of check definitions."""
@@ -204,6 +206,34 @@ Dependency = Annotated[
 ]
 
 
+class Wait(Model):
+    """Quiescence, as consul-template's ``wait``: act once ``min`` passes without a further change, and at the latest
+    ``max`` after the first change of a burst (so that constant churn still gets through)."""
+
+    min: Duration
+    """Quiet time after the last change."""
+    max: Duration | None = None
+    """The longest a change waits; default: four times ``min``."""
+
+    @model_validator(mode="after")
+    def _max_not_below_min(self) -> Wait:
+        if self.max is not None and parse_duration(self.max) < parse_duration(self.min):
+            raise ValueError(f"wait.max ({self.max}) is shorter than wait.min ({self.min})")
+        return self
+
+
+class Reads(Model):
+    """How dependencies are read from Consul (``render``, ``exec`` and the watches of ``run``)."""
+
+    consistency: Literal["stale", "default", "cached"] = "stale"
+    """``stale``: any server answers, unless it has been out of touch with the leader for over ``max_stale`` (then
+    the leader is asked): reads spread over every server. ``default``: the leader answers (Consul's default).
+    ``cached``: the local agent's cache answers (one background query per distinct read, shared by every client of
+    the agent; KV reads are then ``stale``)."""
+    max_stale: Duration = "2s"
+    """With ``stale``: the most a server may lag behind the leader for its answer to be used."""
+
+
 class Outputs(Model):
     """Files the resolved dependencies are written to, relative to the manifest's folder."""
 
@@ -218,6 +248,9 @@ class Outputs(Model):
     keeps its mode."""
     follow_symlinks: bool = False
     """Write through a symbolic link at an output path even when it is dangling or leads outside its folder."""
+    wait: Wait | None = None
+    """With ``run``: write the files once changes settle (``min`` of quiet, at the latest ``max``), instead of at
+    every change."""
 
 
 class Manifest(Model):
@@ -239,6 +272,8 @@ class Manifest(Model):
     """What this service needs, each resolved into an output variable of the same name."""
     outputs: Outputs = Field(default_factory=Outputs)
     """Where ``render`` and ``run`` write the resolved dependencies."""
+    reads: Reads = Field(default_factory=Reads)
+    """How the dependencies are read from Consul."""
 
 
 def effective_address(service: Service, defaults: Defaults) -> str | None:

@@ -17,7 +17,7 @@ from manifest_runner.errors import ResolveError
 from manifest_runner.manifest.loader import LoadedManifest, ManifestSet
 from manifest_runner.resolve.cache import LastKnownGood
 from manifest_runner.resolve.renderers import format_for, render
-from manifest_runner.resolve.resolver import Budget, Resolver
+from manifest_runner.resolve.resolver import Budget, Resolver, freshness_of
 from manifest_runner.resolve.result import Resolved
 from manifest_runner.resolve.writer import write_atomic
 
@@ -69,7 +69,9 @@ def resolve_set(
         for loaded in selected:
             names = None if only is None else only[loaded.file]
             dependencies = {n: d for n, d in loaded.manifest.dependencies.items() if names is None or n in names}
-            resolution.by_manifest[loaded.file] = resolver.resolve(dependencies, budget)
+            resolution.by_manifest[loaded.file] = resolver.resolve(
+                dependencies, budget, freshness_of(loaded.manifest.reads)
+            )
         problem = resolver.cache.save()
         if problem:
             resolution.cache_problems.append(problem)

@@ -93,7 +93,8 @@ def _origin(item: Resolved) -> str:
     if item.source == "consul":
         where = f" {item.datacenter}" if item.datacenter else ""
         chosen = f" ({item.chosen.id})" if item.chosen is not None else ""
-        return f"from consul{where}{chosen}"
+        failover = f"; failed over: {item.reason}" if item.reason else ""
+        return f"from consul{where}{chosen}{failover}"
     if item.source == "cache":
         return f"from the last known good value ({item.reason})"
     return f"{item.source} ({item.reason})" if item.reason else item.source

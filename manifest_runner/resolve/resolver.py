@@ -1,39 +1,75 @@
-"""Dependencies -> values, through the fallback chain: Consul, the last known good value, the static fallback.
+"""Dependencies -> values, through the fallback chain: Consul, then the last known good value, then the static fallback.
 
 Consul: healthy instances only (passing; warning too with ``include_warning``), with ``tag`` / ``filter`` / ``near``,
 from the first datacenter in ``datacenters`` that has any; an empty service address is replaced by its node's;
 one instance picked by the strategy and formatted. A KV dependency reads a key (typed, see :mod:`kvcodec`) or every
-key under a prefix (a JSON map). When Consul cannot give a value (unreachable, refusing, or no healthy instance /
-no such key), the last known good value is used if it is not older than ``max_age``, then the static ``fallback``;
-otherwise the dependency resolves to nothing, which fails a required one. Every result records its source and why.
+key under a prefix (a JSON map).
 
-The whole pass shares one time budget: each request is capped to what is left, and once Consul is found
-unreachable the remaining dependencies skip it, so Consul being down costs one failed request, not one per
-dependency.
+The chain, exactly:
+
+1. Each datacenter in order. One that cannot answer (its servers unreachable, a timeout, a 5xx, an ACL denial, an
+   answer that is not Consul's) is skipped and named in the result; the first with a healthy instance gives the
+   value (source ``consul``, its ``reason`` naming the datacenters that failed before it).
+2. No datacenter had one. If every datacenter **answered** (no healthy instance, no such key), that answer is
+   authoritative: the static ``fallback`` is used, never the cache (a dead address must not outlive its service).
+3. If some datacenter **could not answer**, or the agent itself cannot be reached, the last known good value is used
+   when it is not older than ``max_age``; otherwise the static ``fallback``.
+4. Nothing: an optional dependency is left out; a required one fails.
+
+The whole pass shares one time budget: each request is capped to what is left. Dependencies are resolved
+concurrently (at most :data:`PARALLEL` at a time); once the agent is found unreachable, the remaining ones skip it,
+so the agent being down costs one failed request, not one per dependency.
 """
 
 from __future__ import annotations
 
 import json
 import random
+import threading
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 from manifest_runner.consul import kvcodec
+from manifest_runner.consul.base import LEADER, Freshness
 from manifest_runner.consul.client import ConsulClient
 from manifest_runner.consul.payloads import Instance
-from manifest_runner.errors import ConsulError, ConsulRefused, ConsulUnavailable
-from manifest_runner.manifest.model import Dependency, KVDependency, ServiceDependency
+from manifest_runner.errors import AgentUnreachable, ConsulError, ConsulRefused, ConsulUnavailable
+from manifest_runner.manifest.model import Dependency, KVDependency, Reads, ServiceDependency
 from manifest_runner.resolve.cache import LastKnownGood, spec_hash
 from manifest_runner.resolve.result import Resolved
 from manifest_runner.resolve.strategies import format_instance, pick
 from manifest_runner.util.durations import format_duration, parse_duration
 
+PARALLEL = 16
+"""Dependencies resolved at once by one pass."""
+
 
 class NotFound(Exception):
-    """Consul answered, and there is nothing: no healthy instance, or no such key."""
+    """Consul answered, and there is nothing: no healthy instance, or no such key (authoritative: no cache)."""
+
+
+class CannotAnswer(Exception):
+    """Consul could not answer for this dependency (every datacenter tried failed, or some failed and the others
+    had nothing): the last known good value may be used."""
+
+
+def freshness_of(reads: Reads) -> Freshness:
+    """The manifest's ``reads`` as the adapter's read mode."""
+    if reads.consistency == "default":
+        return LEADER
+    return Freshness(max_stale=parse_duration(reads.max_stale), cached=reads.consistency == "cached")
+
+
+def describe(err: ConsulError) -> str:
+    """One line for a failed read, by kind."""
+    if isinstance(err, ConsulRefused):
+        return f"refused: {err}"
+    if isinstance(err, ConsulUnavailable):
+        return f"unavailable: {err.detail}"
+    return f"error: {err}"
 
 
 @dataclass
@@ -79,68 +115,103 @@ class Resolver:
         self.sticky = sticky
         self.positions: dict[str, int] = {}
         self.previous: dict[str, Resolved] = {}
+        self._lock = threading.Lock()
 
-    def resolve(self, dependencies: Mapping[str, Dependency], budget: Budget | None = None) -> list[Resolved]:
-        """Every dependency, in name order, within ``budget``."""
+    def resolve(
+        self, dependencies: Mapping[str, Dependency], budget: Budget | None = None, freshness: Freshness = LEADER
+    ) -> list[Resolved]:
+        """Every dependency, in name order, within ``budget``; up to :data:`PARALLEL` at once."""
         budget = budget or Budget.of(None)
-        unreachable: str | None = None
-        results: list[Resolved] = []
-        for name in sorted(dependencies):
-            dependency = dependencies[name]
-            fresh: Resolved | None = None
-            reason = unreachable or ""
-            if self.client is None:
-                reason = self.offline_reason
-            elif unreachable is None:
-                if budget.left() <= 0:
-                    reason = "the time budget ran out before Consul was asked"
-                else:
-                    try:
-                        fresh = self.from_consul(name, dependency, budget)
-                    except ConsulUnavailable as err:
-                        unreachable = reason = f"Consul unreachable: {err.detail}"
-                    except ConsulRefused as err:
-                        reason = f"Consul refused: {err}"
-                    except ConsulError as err:
-                        reason = f"Consul error: {err}"
-                    except NotFound as err:
-                        reason = str(err)
-            result = fresh or self.from_fallbacks(name, dependency, reason)
+        names = sorted(dependencies)
+        state = _PassState()
+        if not names:
+            return []
+        # the first alone: when the agent is down, that one request says so and the others do not ask
+        results = [self._one(names[0], dependencies[names[0]], budget, freshness, state)]
+        rest = names[1:]
+        if len(rest) > 1 and self.client is not None and state.unreachable is None:
+            with ThreadPoolExecutor(max_workers=min(PARALLEL, len(rest))) as pool:
+                results += pool.map(lambda n: self._one(n, dependencies[n], budget, freshness, state), rest)
+        else:
+            results += [self._one(n, dependencies[n], budget, freshness, state) for n in rest]
+        return results
+
+    def _one(
+        self, name: str, dependency: Dependency, budget: Budget, freshness: Freshness, state: _PassState
+    ) -> Resolved:
+        fresh: Resolved | None = None
+        use_cache = True
+        reason = state.unreachable or ""
+        if self.client is None:
+            reason = self.offline_reason
+        elif state.unreachable is None:
+            if budget.left() <= 0:
+                reason = "the time budget ran out before Consul was asked"
+            else:
+                try:
+                    fresh = self.from_consul(name, dependency, budget, freshness)
+                except AgentUnreachable as err:
+                    reason = f"Consul unreachable: {err.detail}"
+                    state.unreachable = reason
+                except ConsulUnavailable as err:
+                    reason = f"Consul {'unreachable' if err.status is None else 'unavailable'}: {err.detail}"
+                    if err.status is None and dependency_datacenters(dependency) == [None]:
+                        state.unreachable = reason  # the local agent did not answer in time: do not ask it again
+                except ConsulError as err:
+                    reason = f"Consul {describe(err)}"
+                except CannotAnswer as err:
+                    reason = str(err)
+                except NotFound as err:
+                    reason, use_cache = str(err), False
+        result = fresh or self.from_fallbacks(name, dependency, reason, use_cache=use_cache)
+        with self._lock:
             if fresh is not None:
                 self.cache.remember(fresh, spec_hash(dependency), self.clock())
             self.previous[name] = result
-            results.append(result)
-        return results
+        return result
 
     def _client(self) -> ConsulClient:
         if self.client is None:
             raise NotFound(self.offline_reason)
         return self.client
 
-    def from_consul(self, name: str, dependency: Dependency, budget: Budget) -> Resolved:
+    def from_consul(self, name: str, dependency: Dependency, budget: Budget, freshness: Freshness = LEADER) -> Resolved:
         if isinstance(dependency, KVDependency):
-            result = self._from_kv(name, dependency, budget)
+            result = self._from_kv(name, dependency, budget, freshness)
         else:
-            result = self._from_service(name, dependency, budget)
+            result = self._from_service(name, dependency, budget, freshness)
         if result.value is not None and "\x00" in result.value:
             raise NotFound("the value from Consul holds a NUL byte, which no environment variable can")
         return result
 
-    def _from_service(self, name: str, dependency: ServiceDependency, budget: Budget) -> Resolved:
+    def _from_service(self, name: str, dependency: ServiceDependency, budget: Budget, freshness: Freshness) -> Resolved:
         client = self._client()
         tags = [dependency.tag] if isinstance(dependency.tag, str) else list(dependency.tag or [])
-        tried: list[str] = []
-        datacenters: list[str | None] = [*dependency.datacenters] if dependency.datacenters else [None]
+        empty: list[str] = []
+        failed: list[str] = []
+        timeouts = 0
+        datacenters = dependency_datacenters(dependency)
         for datacenter in datacenters:
-            _, found = client.health_service(
-                dependency.service,
-                passing=not dependency.include_warning,
-                tags=tags,
-                datacenter=datacenter,
-                filter_expr=dependency.filter,
-                near=dependency.near,
-                timeout=max(budget.left(), 0.001),
-            )
+            label = datacenter or "the local datacenter"
+            try:
+                _, found = client.health_service(
+                    dependency.service,
+                    passing=not dependency.include_warning,
+                    tags=tags,
+                    datacenter=datacenter,
+                    filter_expr=dependency.filter,
+                    near=dependency.near,
+                    timeout=max(budget.left(), 0.001),
+                    freshness=freshness,
+                )
+            except AgentUnreachable:
+                raise
+            except ConsulError as err:
+                if len(datacenters) == 1:
+                    raise
+                timeouts += isinstance(err, ConsulUnavailable) and err.status is None
+                failed.append(f"{label} {describe(err)}")
+                continue
             instances = tuple(i for i in found if i.status != "critical")
             if instances:
                 chosen = self._choose(name, dependency, instances)
@@ -152,10 +223,16 @@ class Resolver:
                     chosen,
                     instances,
                     chosen.datacenter or datacenter,
+                    reason="; ".join(failed),
                 )
-            tried.append(datacenter or "the local datacenter")
+            empty.append(label)
         tag_text = f" tagged {', '.join(tags)}" if tags else ""
-        raise NotFound(f"no healthy instance of {dependency.service}{tag_text} in {', '.join(tried)}")
+        nothing = f"no healthy instance of {dependency.service}{tag_text} in {', '.join(empty)}" if empty else ""
+        if failed:
+            if timeouts == len(datacenters):
+                raise ConsulUnavailable("; ".join(failed))
+            raise CannotAnswer("; ".join([*failed, *([nothing] if nothing else [])]))
+        raise NotFound(nothing)
 
     def _choose(self, name: str, dependency: ServiceDependency, instances: tuple[Instance, ...]) -> Instance:
         previous = self.previous.get(name)
@@ -173,12 +250,16 @@ class Resolver:
         self.positions[name] = position + 1
         return pick(dependency.strategy, instances, uniform=self.uniform, position=position)
 
-    def _from_kv(self, name: str, dependency: KVDependency, budget: Budget) -> Resolved:
+    def _from_kv(self, name: str, dependency: KVDependency, budget: Budget, freshness: Freshness) -> Resolved:
         client = self._client()
         key = dependency.kv
         prefix = key.endswith("/")
         _, entries = client.kv_get(
-            key, recurse=prefix, datacenter=dependency.datacenter, timeout=max(budget.left(), 0.001)
+            key,
+            recurse=prefix,
+            datacenter=dependency.datacenter,
+            timeout=max(budget.left(), 0.001),
+            freshness=freshness,
         )
         if prefix:
             data = {e.key[len(key) :]: kvcodec.decode(e.value, e.flags) for e in entries if not e.key.endswith("/")}
@@ -192,9 +273,11 @@ class Resolver:
             raise NotFound(f"the key {key} holds binary data, which cannot be an environment variable")
         return Resolved(name, kv_text(value), "consul", dependency.optional, data=value)
 
-    def from_fallbacks(self, name: str, dependency: Dependency, reason: str) -> Resolved:
-        """The last known good value (if young enough), else the static fallback, else nothing."""
-        cached = self.cache.get(name, spec_hash(dependency))
+    def from_fallbacks(self, name: str, dependency: Dependency, reason: str, *, use_cache: bool = True) -> Resolved:
+        """The last known good value (if young enough and ``use_cache``: Consul could not answer), else the static
+        fallback, else nothing."""
+        with self._lock:
+            cached = self.cache.get(name, spec_hash(dependency)) if use_cache else None
         if cached is not None:
             age = max(0.0, self.clock() - cached.resolved_at)
             limit = parse_duration(dependency.max_age) if dependency.max_age else None
@@ -215,3 +298,17 @@ class Resolver:
         if dependency.fallback is not None:
             return Resolved(name, dependency.fallback, "fallback", dependency.optional, reason=reason)
         return Resolved(name, None, "none", dependency.optional, reason=reason)
+
+
+@dataclass
+class _PassState:
+    """What the dependencies of one pass share: whether the agent was found unreachable."""
+
+    unreachable: str | None = None
+
+
+def dependency_datacenters(dependency: Dependency) -> list[str | None]:
+    """The datacenters a dependency is read from, in order (None: the agent's own)."""
+    if isinstance(dependency, KVDependency):
+        return [dependency.datacenter]
+    return [*dependency.datacenters] if dependency.datacenters else [None]

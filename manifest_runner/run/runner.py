@@ -119,7 +119,7 @@ class Runner:
                 self.supervisor.start(self.outputs.environment())
             return self._loop()
         finally:
-            self.watches.stop()
+            self.watches.close()
             if status is not None:
                 status.stop()
 
@@ -202,7 +202,7 @@ class Runner:
     def _stop(self, signum: int | None, code: int) -> int:
         if self.files is not None:
             self.files.stop()
-        self.watches.stop()
+        self.watches.close()
         if self.converger is not None:
             self.converger.deregister_on_exit(self.desired)
         if self.supervisor is not None and signum is not None:

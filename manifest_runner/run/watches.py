@@ -13,7 +13,9 @@ from collections.abc import Callable, Iterable
 from manifest_runner.consul.blocking import BlockingLoop, wait_ready
 from manifest_runner.consul.client import ConsulClient
 from manifest_runner.consul.heartbeat import TtlHeartbeat
+from manifest_runner.consul.watchpool import WatchPool, connections_for
 from manifest_runner.converge.state import DesiredState
+from manifest_runner.errors import ConsulError
 from manifest_runner.manifest.loader import ManifestSet
 from manifest_runner.run.dependencies import DependencyWatch, dependency_keys
 from manifest_runner.run.drift import DriftWatch
@@ -43,6 +45,18 @@ class Watches:
         self.on_check_lost = on_check_lost
         self.dependencies: DependencyWatch | None = None
         self.beats: list[TtlHeartbeat] = []
+        self.pool: WatchPool | None = None
+
+    def _pool(self, client: ConsulClient) -> WatchPool:
+        """The dependencies' connections, sized once from the agent's per-client limit."""
+        if self.pool is None:
+            try:
+                limit = client.agent_self().max_conns_per_client
+            except ConsulError:
+                limit = None  # an ACL token without agent:read, say: Consul's default limit is assumed
+            size = connections_for(limit if limit is not None else 200, client.settings.watch_connections)
+            self.pool = WatchPool(client, connections=size, on_error=watch_failed)
+        return self.pool
 
     def start(self, manifests: ManifestSet, desired: Iterable[DesiredState]) -> None:
         """Stop what was watched, watch these manifests, and wait (briefly) for every starting index."""
@@ -50,11 +64,9 @@ class Watches:
         loops: list[BlockingLoop] = self.drift.start(desired) if self.drift is not None else []
         watched = dependency_keys(manifests)
         if watched and self.client is not None:
-            self.dependencies = DependencyWatch(
-                self.client, watched, self.on_dependencies, on_error=watch_failed
-            ).start()
-            loops += self.dependencies.loops
-        if not wait_ready(loops):
+            self.dependencies = DependencyWatch(self._pool(self.client), watched, self.on_dependencies).start()
+        ready = wait_ready(loops) and (self.dependencies is None or self.dependencies.wait_ready())
+        if not ready:
             log.warning("some watches have no starting index yet; the resync will catch what they miss")
 
     def start_heartbeats(self, desired: Iterable[DesiredState]) -> None:
@@ -72,6 +84,13 @@ class Watches:
         for beat in self.beats:
             beat.stop()
         self.beats = []
+
+    def close(self) -> None:
+        """Stop everything, the connections of the dependency watches included."""
+        self.stop()
+        if self.pool is not None:
+            self.pool.stop()
+            self.pool = None
 
     @property
     def wakeups(self) -> int:
