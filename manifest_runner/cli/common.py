@@ -337,12 +337,22 @@ CHILD_OPTIONS = [
         help="On a change, send the command this signal (e.g. SIGHUP) instead of restarting it.",
     ),
     click.option(
-        "--debounce",
-        type=float,
-        default=1.0,
+        "--wait",
+        "wait",
+        default="1s",
         show_default=True,
-        help="Seconds of quiet after a change before restarting or signalling the command.",
+        metavar="MIN[:MAX]",
+        help="Act on a change once changes settle: after MIN of quiet, at the latest MAX after the first change "
+        "(default MAX: 4 x MIN), so a burst is one restart or signal. 0: at once.",
     ),
+    click.option(
+        "--splay",
+        default="0s",
+        show_default=True,
+        metavar="DURATION",
+        help="Wait a random time up to this before restarting or signalling (spreads a fleet's restarts).",
+    ),
+    click.option("--debounce", type=float, default=None, hidden=True, help="Deprecated: --wait SECONDS."),
     click.option(
         "--grace",
         type=float,
@@ -357,6 +367,22 @@ CHILD_OPTIONS = [
         "otherwise).",
     ),
 ]
+
+
+def child_timing(wait: str, splay: str, debounce: float | None) -> dict[str, float]:
+    """--wait, --splay (and the deprecated --debounce) as ChildOptions fields; a usage error when malformed."""
+    from manifest_runner.util.durations import parse_duration
+    from manifest_runner.util.quiescence import parse_wait
+
+    try:
+        low, high = parse_wait(f"{debounce}s" if debounce is not None else wait)
+    except ValueError as err:
+        raise click.BadParameter(str(err), param_hint="--wait") from None
+    try:
+        spread = 0.0 if splay.strip() in ("0", "") else parse_duration(splay)
+    except ValueError as err:
+        raise click.BadParameter(str(err), param_hint="--splay") from None
+    return {"wait_min": low, "wait_max": high, "splay": spread}
 
 
 def child_options(func: F) -> F:

@@ -14,6 +14,7 @@ from manifest_runner.cli.common import (
     boot_options,
     cache_folder,
     child_options,
+    child_timing,
     cli,
     fail,
     load_or_exit,
@@ -84,7 +85,9 @@ def exec_(
     arguments: tuple[str, ...],
     watch: bool,
     reload_signal: str | None,
-    debounce: float,
+    wait: str,
+    splay: str,
+    debounce: float | None,
     grace: float,
     pass_token: bool,
     budget: float,
@@ -97,7 +100,7 @@ def exec_(
 
     Without --watch, consul-manifest replaces itself with CMD: signals reach it directly and its exit code is the
     exit code. With --watch, CMD runs as a child: signals are forwarded, and when a value changes the child is
-    restarted (or sent --signal) after --debounce seconds of quiet; the exit code is the child's.
+    restarted (or sent --signal) once changes settle (--wait); the exit code is the child's.
     CONSUL_HTTP_TOKEN is not passed on to CMD unless --pass-token. Options go before the manifest paths.
     """
     if "--" not in arguments:
@@ -108,7 +111,8 @@ def exec_(
     connection = split_connection(kwargs)
     if watch:
         boot = {"budget": budget, "cache_dir": cache_dir, "no_cache": no_cache, "offline": offline}
-        child = {"reload_signal": reload_signal, "debounce": debounce, "grace": grace, "pass_token": pass_token}
+        timing = child_timing(wait, splay, debounce)
+        child = {"reload_signal": reload_signal, "grace": grace, "pass_token": pass_token, **timing}
         sys.exit(_exec_watch(paths, list(command), boot, child, connection))
     import os
 
@@ -148,7 +152,15 @@ def _exec_watch(
         require_values=True,
         budget=boot["budget"],
         cache_dir=cache_folder(boot["cache_dir"], boot["no_cache"]),
-        child=ChildOptions(command, reload_number, child["debounce"], child["grace"], child["pass_token"]),
+        child=ChildOptions(
+            command,
+            reload_number,
+            wait_min=child["wait_min"],
+            wait_max=child["wait_max"],
+            grace=child["grace"],
+            pass_token=child["pass_token"],
+            splay=child["splay"],
+        ),
         offline_reason=offline_reason,
     )
     try:

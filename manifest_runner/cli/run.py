@@ -13,6 +13,7 @@ from manifest_runner.cli.common import (
     boot_options,
     cache_folder,
     child_options,
+    child_timing,
     cli,
     client_or_exit,
     load_or_exit,
@@ -66,7 +67,9 @@ def run(
     log_format: str,
     log_level: str,
     reload_signal: str | None,
-    debounce: float,
+    wait: str,
+    splay: str,
+    debounce: float | None,
     grace: float,
     pass_token: bool,
     budget: float,
@@ -111,6 +114,14 @@ def run(
         budget=budget,
         listen=listen,
         cache_dir=cache_folder(cache_dir, no_cache),
-        child=ChildOptions(list(command), reload_number, debounce, grace, pass_token) if command else None,
+        child=ChildOptions(
+            list(command),
+            reload_number,
+            grace=grace,
+            pass_token=pass_token,
+            **child_timing(wait, splay, debounce),
+        )
+        if command
+        else None,
     )
     sys.exit(Runner(manifest_set, paths, client, options).run())

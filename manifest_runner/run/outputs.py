@@ -3,12 +3,14 @@
 Keeps one resolver per owner across passes (so that round_robin advances and a random or weighted pick stays on
 its instance while it stays healthy) and the last outcome of every dependency; only the named dependencies cost a
 request, and a manifest's outputs are rewritten only when one of its values changed. A manifest with a required
-dependency that resolved from nothing keeps its files as they are.
+dependency that resolved from nothing keeps its files as they are. With ``outputs.wait``, the files are written
+once the changes settle (the first write of a run is at once: a booting service needs its file).
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -20,6 +22,8 @@ from manifest_runner.resolve.resolver import Budget, Resolver
 from manifest_runner.resolve.result import Resolved
 from manifest_runner.run.dependencies import split_key
 from manifest_runner.run.telemetry import Metrics
+from manifest_runner.util.durations import parse_duration
+from manifest_runner.util.quiescence import Quiescence
 
 log = logging.getLogger("consul_manifest.run")
 
@@ -43,11 +47,14 @@ class DependencyOutputs:
         self.metrics = metrics
         self.resolvers: dict[str, Resolver] = {}
         self.outcomes: dict[tuple[Path, str], Resolved] = {}
+        self.pending: dict[Path, tuple[LoadedManifest, Quiescence]] = {}
+        self.written: set[Path] = set()
 
     def keep_only(self, manifests: ManifestSet) -> None:
         """Forget the outcomes of manifests that are no longer in force."""
         files = {m.file for m in manifests.manifests}
         self.outcomes = {k: v for k, v in self.outcomes.items() if k[0] in files}
+        self.pending = {f: p for f, p in self.pending.items() if f in files}
 
     def refresh(self, manifests: ManifestSet, keys: Iterable[str] | None) -> bool:
         """Resolve again the dependencies named by ``keys`` (all when None); rewrite the outputs of the manifests
@@ -74,9 +81,32 @@ class DependencyOutputs:
             for m in manifests.manifests
             if m.file in resolution.by_manifest and self._record(m.file, resolution.by_manifest[m.file])
         ]
+        now = time.monotonic()
         for loaded in changed:
-            self._render(loaded)
+            wait = loaded.manifest.outputs.wait
+            if wait is None or loaded.file not in self.written:
+                self.pending.pop(loaded.file, None)
+                self._render(loaded)
+                continue
+            _, quiet = self.pending.get(loaded.file) or (loaded, None)
+            if quiet is None:
+                low = parse_duration(wait.min)
+                quiet = Quiescence(low, parse_duration(wait.max) if wait.max else low * 4)
+            quiet.changed(now)
+            self.pending[loaded.file] = (loaded, quiet)
         return bool(changed)
+
+    def deadline(self) -> float | None:
+        """When the next settled output is due (monotonic seconds), if any is pending."""
+        deadlines = [d for _, quiet in self.pending.values() if (d := quiet.deadline()) is not None]
+        return min(deadlines) if deadlines else None
+
+    def flush(self, now: float) -> None:
+        """Write the pending outputs whose changes have settled."""
+        for file, (loaded, quiet) in list(self.pending.items()):
+            if quiet.due(now):
+                del self.pending[file]
+                self._render(loaded)
 
     def failed(self) -> list[Resolved]:
         return [item for item in self.outcomes.values() if item.failed]
@@ -105,6 +135,7 @@ class DependencyOutputs:
             for name in sorted(loaded.manifest.dependencies)
             if (loaded.file, name) in self.outcomes
         ]
+        self.written.add(loaded.file)
         failed = [item for item in items if item.failed]
         if failed:
             for item in failed:

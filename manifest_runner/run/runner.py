@@ -140,6 +140,7 @@ class Runner:
                     self._adopt(reloaded)
                     self._refresh(None)
             self._when_due(batch)
+            self.outputs.flush(time.monotonic())
             if self.supervisor is not None:
                 self.supervisor.act(time.monotonic(), self.outputs.environment())
 
@@ -178,6 +179,8 @@ class Runner:
             deadlines.append(self.converger.retry_at)
         if self.supervisor is not None:  # notice the command's exit promptly, and act on a change when due
             deadlines += [now + 0.2, self.supervisor.deadline() or now + 0.2]
+        if (settled := self.outputs.deadline()) is not None:
+            deadlines.append(settled)
         return max(0.0, min(deadlines) - now)
 
     def _adopt(self, manifests: ManifestSet) -> None:

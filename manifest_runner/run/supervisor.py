@@ -2,7 +2,9 @@
 
 The child runs in its own process group, so that a terminal's Ctrl-C reaches consul-manifest only, which forwards
 it: every signal reaches the child exactly once. When a value changes, the child is restarted (the stop signal,
-then SIGKILL after ``grace`` seconds) or sent ``reload_signal``, after ``debounce`` seconds without further change.
+then SIGKILL after ``grace`` seconds) or sent ``reload_signal`` once the changes settle (:mod:`quiescence
+<manifest_runner.util.quiescence>`: ``wait_min`` of quiet, at the latest ``wait_max`` after the first change, plus
+an optional random ``splay``): a burst of changes is one restart.
 The exit code is the child's (128 + N when a signal N ended it).
 """
 
@@ -15,6 +17,8 @@ import signal
 import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+
+from manifest_runner.util.quiescence import Quiescence
 
 log = logging.getLogger("consul_manifest.exec")
 
@@ -94,12 +98,16 @@ class ChildOptions:
     command: Sequence[str]
     reload_signal: int | None = None
     """On a change, send this signal instead of restarting."""
-    debounce: float = 1.0
+    wait_min: float = 1.0
     """Seconds of quiet after a change before acting."""
+    wait_max: float = 4.0
+    """The longest a change waits (counted from the first change of a burst)."""
     grace: float = 10.0
     """Seconds the command has to exit after the stop signal, before SIGKILL."""
     pass_token: bool = False
     """Pass CONSUL_HTTP_TOKEN on to the command (it is removed from its environment otherwise)."""
+    splay: float = 0.0
+    """A random delay of up to this many seconds before acting (drawn once per burst): spreads a fleet's restarts."""
 
 
 class Supervisor:
@@ -108,8 +116,7 @@ class Supervisor:
     def __init__(self, options: ChildOptions) -> None:
         self.child = Child(options.command, options.grace)
         self.reload_signal = options.reload_signal
-        self.debounce = options.debounce
-        self.pending_since: float | None = None
+        self.quiet = Quiescence(options.wait_min, options.wait_max, options.splay)
 
     def start(self, environment: dict[str, str]) -> None:
         self.child.start(environment)
@@ -123,18 +130,16 @@ class Supervisor:
         self.child.send(signum)
 
     def changed(self, now: float) -> None:
-        """A dependency changed: act once ``debounce`` seconds pass without another change."""
-        self.pending_since = now
+        """A dependency changed: act once the changes settle."""
+        self.quiet.changed(now)
 
     def deadline(self) -> float | None:
-        return None if self.pending_since is None else self.pending_since + self.debounce
+        return self.quiet.deadline()
 
     def act(self, now: float, environment: dict[str, str]) -> None:
         """When a change is due: restart the child with ``environment`` (or signal it), if anything differs."""
-        due = self.deadline()
-        if due is None or now < due:
+        if not self.quiet.due(now):
             return
-        self.pending_since = None
         current = self.child.environment
         if environment == current:
             return

@@ -250,7 +250,7 @@ def test_run_supervises_a_command(consul: DevAgent, tmp_path: Path, unique: str)
     log = tmp_path / "child.log"
     script = f'echo "start $V" >> {log}; trap "exit 0" TERM; while true; do sleep 0.05; done'
     with RunProcess(
-        consul.http_addr, ["--no-cache", "--debounce", "0.1", str(path), "--", "sh", "-c", script], tmp_path
+        consul.http_addr, ["--no-cache", "--wait", "100ms", str(path), "--", "sh", "-c", script], tmp_path
     ) as run:
         wait_for(lambda: log.exists() and "start one" in log.read_text(), what="the command started")
         kv_put(consul, f"{unique}/v", "two")
