@@ -16,7 +16,7 @@ def test_wait_forms() -> None:
     assert parse_wait("1.5") == (1.5, 6.0)
     assert parse_wait("500ms:2s") == (0.5, 2.0)
     for bad in ("10s:5s", "soon", "-1", "5s:later"):
-        with pytest.raises(ValueError, match="shorter|not a duration|not a number"):
+        with pytest.raises(ValueError, match=r"shorter|not a duration|not a number"):
             parse_wait(bad)
 
 
