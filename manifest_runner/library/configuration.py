@@ -23,6 +23,9 @@ class ConfigStore:
     def _up(self) -> None:
         raise NotImplementedError
 
+    def _guard(self) -> None:
+        raise NotImplementedError
+
     def _key(self, key: str) -> str:
         return self.config_prefix + key.lstrip("/")
 
@@ -37,6 +40,7 @@ class ConfigStore:
         """The value as it was set, or ``default`` (None if not given) when absent. When Consul is away, an
         explicit ``default`` is returned (logged); without one, ConsulUnavailable is raised."""
         try:
+            self._guard()
             _, entries = self.client.kv_get(self._key(key))
         except ConsulUnavailable as err:
             self._down(err)

@@ -16,10 +16,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from manifest_runner.config import ConsulConfig, Endpoint
-from manifest_runner.consul.blocking import BlockingLoop
 from manifest_runner.consul.client import ConsulClient
 from manifest_runner.consul.payloads import Instance
-from manifest_runner.errors import ConsulError
+from manifest_runner.consul.watchpool import Watch, WatchPool, connections_for
+from manifest_runner.errors import AgentUnreachable, ConsulError, ConsulUnavailable
+from manifest_runner.library.circuit import Circuit
 
 log = logging.getLogger("consul_manifest.registry")
 
@@ -90,12 +91,12 @@ class ServiceWatch:
     """A live watch of one service: keeps the cache current and calls back on every change. ``stop()`` ends it."""
 
     key: CacheKey
-    loop: BlockingLoop
+    watch: Watch
     stopped: threading.Event = field(default_factory=threading.Event)
 
     def stop(self) -> None:
         self.stopped.set()
-        self.loop.stop()
+        self.watch.stop()
 
     @property
     def active(self) -> bool:
@@ -103,10 +104,17 @@ class ServiceWatch:
 
 
 class Discovery:
-    """Healthy instances of services, from Consul or from a cache that live watches keep current."""
+    """Healthy instances of services, from Consul or from a cache that live watches keep current.
 
-    def __init__(self, client: ConsulClient) -> None:
+    Every watch shares one :class:`~manifest_runner.consul.watchpool.WatchPool` (at most a third of the agent's
+    per-client connection limit), so hundreds of ``watch_service`` calls never starve ordinary lookups, which go
+    through the client's own connections. Lookups go through the ``circuit``: while Consul is known to be down, they
+    fail at once instead of waiting a timeout each."""
+
+    def __init__(self, client: ConsulClient, circuit: Circuit | None = None) -> None:
         self.client = client
+        self.circuit = circuit or Circuit()
+        self._pool: WatchPool | None = None
         self._cache: dict[CacheKey, tuple[float, list[Instance]]] = {}
         self._watches: dict[CacheKey, ServiceWatch] = {}
         self._lock = threading.Lock()
@@ -121,9 +129,18 @@ class Discovery:
             cached = self._cache.get(key)
         if watch is not None and watch.active and cached is not None:
             return cached[1]
-        _, entries = self.client.health_service(
-            name, passing=passing_only, tags=[tag] if tag else [], datacenter=datacenter
-        )
+        self.circuit.check()
+        try:
+            _, entries = self.client.health_service(
+                name, passing=passing_only, tags=[tag] if tag else [], datacenter=datacenter
+            )
+        except ConsulUnavailable as err:
+            # the agent did not answer (a missing leader or a 429 is an answer); a timeout asking another datacenter
+            # may be that datacenter's, not the agent's
+            if err.status is None and (datacenter is None or isinstance(err, AgentUnreachable)):
+                self.circuit.failed(err)
+            raise
+        self.circuit.succeeded()
         found = healthy(entries, passing_only)
         with self._lock:
             self._cache[key] = (time.monotonic(), found)
@@ -155,28 +172,39 @@ class Discovery:
                 except Exception:
                     log.exception("watch_service(%r) callback failed", name)
 
-        loop = BlockingLoop(
-            f"service {name}",
-            self.client,
-            fetch,
-            changed,
-            lambda n, err: log.warning("watch %s: %s", n, err),
-            notify_first=True,
-        )
-        handle = ServiceWatch(key, loop)
         with self._lock:
-            previous = self._watches.get(key)
-            self._watches[key] = handle
+            previous = self._watches.pop(key, None)
         if previous is not None:
             previous.stop()
-        loop.start()
+        handle = ServiceWatch(key, self.pool().add(f"service {name}", fetch, changed, notify_first=True))
+        with self._lock:
+            self._watches[key] = handle
         return handle
+
+    def pool(self) -> WatchPool:
+        """The watches' connections, created with the first watch and sized from the agent's per-client limit."""
+        with self._lock:
+            if self._pool is not None:
+                return self._pool
+        try:
+            limit = self.client.agent_self().max_conns_per_client
+        except ConsulError:
+            limit = None
+        size = connections_for(limit if limit is not None else 200, self.client.settings.watch_connections)
+        pool = WatchPool(self.client, connections=size, on_error=lambda n, err: log.warning("watch %s: %s", n, err))
+        with self._lock:
+            if self._pool is None:
+                self._pool = pool
+            return self._pool
 
     def stop_all(self) -> None:
         with self._lock:
             watches, self._watches = list(self._watches.values()), {}
+            pool, self._pool = self._pool, None
         for handle in watches:
             handle.stop()
+        if pool is not None:
+            pool.stop()
 
     def next_position(self, name: str) -> int:
         with self._lock:

@@ -28,7 +28,8 @@ from manifest_runner.consul.client import ConsulClient
 from manifest_runner.consul.heartbeat import TtlHeartbeat
 from manifest_runner.consul.lock import Lock
 from manifest_runner.consul.payloads import Instance
-from manifest_runner.errors import ConsulError, LockTimeout, ResolveError
+from manifest_runner.errors import AgentUnreachable, ConsulError, ConsulUnavailable, LockTimeout, ResolveError
+from manifest_runner.library.circuit import Circuit
 from manifest_runner.library.configuration import ConfigStore
 from manifest_runner.library.discovery import (
     Discovery,
@@ -101,13 +102,13 @@ class ConsulRegistry(ConfigStore, InfrastructureHelpers):
         self.infrastructure = {k: (infrastructure_services or {}).get(k, v[0]) for k, v in INFRASTRUCTURE.items()}
         self.settings = settings or registry_settings(consul_host, consul_port, consul_addresses, datacenter, token)
         self.client = ConsulClient(self.settings)
-        self.discovery = Discovery(self.client)
+        self.circuit = Circuit(probe=self.client.leader)
+        self.discovery = Discovery(self.client, self.circuit)
         self.service_address = (
             service_address if service_address is not None else routable_address(self.client.endpoint)
         )
         self.service_id = service_id or default_service_id(service_name, self.service_port)
         self.registered = False
-        self._consul_down = False
         self._heartbeat: TtlHeartbeat | None = None
 
     @property
@@ -227,10 +228,26 @@ class ConsulRegistry(ConfigStore, InfrastructureHelpers):
         return [instance_dict(i) for i in self.discovery.instances(service_name, tag, datacenter, passing_only)]
 
     def _instances(self, name: str, tag: str | None, datacenters: Sequence[str | None]) -> list[Instance]:
+        """Healthy instances from the first datacenter that has any. A datacenter that cannot answer is skipped
+        (logged as that datacenter's failure); when none answered, the last failure is raised."""
+        failure: ConsulError | None = None
+        answered = False
         for datacenter in datacenters:
-            found = self.discovery.instances(name, tag, datacenter, True)
+            try:
+                found = self.discovery.instances(name, tag, datacenter, True)
+            except AgentUnreachable:
+                raise
+            except ConsulError as err:
+                if len(datacenters) == 1 or err.operation == "circuit":
+                    raise
+                log.warning("%s in datacenter %s: %s; trying the next datacenter", name, datacenter or "local", err)
+                failure = err
+                continue
+            answered = True
             if found:
                 return found
+        if failure is not None and not answered:
+            raise failure
         return []
 
     def _choose(self, name: str, strategy: str, instances: list[Instance]) -> Instance:
@@ -303,6 +320,8 @@ class ConsulRegistry(ConfigStore, InfrastructureHelpers):
                 return self._endpoint(service_name, strategy, None, None, [None])
             except (ConsulError, ServiceNotFound) as err:
                 last: Exception = err
+                if isinstance(err, ConsulUnavailable) and self.circuit.is_open:
+                    break  # Consul is known to be down: waiting and asking again would only cost the caller time
                 if attempt + 1 < max_retries:
                     time.sleep(pace.next())
         if fallback_url is not None:
@@ -340,14 +359,14 @@ class ConsulRegistry(ConfigStore, InfrastructureHelpers):
         return self.discovery.watch(service_name, callback, tag=tag, datacenter=datacenter, passing_only=passing_only)
 
     def _down(self, err: ConsulError) -> None:
-        if not self._consul_down:
-            log.warning("Consul is unavailable (%s); falling back where a fallback was given", err)
-        self._consul_down = True
+        if isinstance(err, ConsulUnavailable) and err.status is None and err.operation != "circuit":
+            self.circuit.failed(err)
 
     def _up(self) -> None:
-        if self._consul_down:
-            log.info("Consul is reachable again")
-        self._consul_down = False
+        self.circuit.succeeded()
+
+    def _guard(self) -> None:
+        self.circuit.check()
 
     # -- sessions and locks -----------------------------------------------------------------------------------
 

@@ -7,7 +7,8 @@
   ``weights.warning`` for one whose checks warn (0 means "no traffic while warning").
 - ``round_robin``: cycles through the instances in a stable order (by id); the position is the caller's and any
   number is valid, so a list that shrinks never breaks it.
-- ``least_connections``: the instance with the fewest uses in flight (the caller counts them; ties in id order).
+- ``least_connections``: the instance with the fewest uses in flight (the caller counts them); ties are broken at
+  random, so that idle instances share the load instead of the first one taking it all.
 """
 
 from __future__ import annotations
@@ -40,7 +41,9 @@ def pick(
         return ordered[position % len(ordered)]
     if strategy == "least_connections":
         counts = in_flight or {}
-        return min(ordered, key=lambda i: counts.get(i.id, 0))
+        least = min(counts.get(i.id, 0) for i in ordered)
+        tied = [i for i in ordered if counts.get(i.id, 0) == least]
+        return tied[min(int(uniform() * len(tied)), len(tied) - 1)]
     if strategy == "health_weighted":
         weighted = [i for i in ordered if i.weight > 0] or ordered
         total = sum(max(i.weight, 1) for i in weighted)

@@ -146,6 +146,16 @@ def test_consul_unavailable_falls_back_and_says_so_once(
     pauses: list[float] = []
     monkeypatch.setattr("manifest_runner.library.registry.time.sleep", pauses.append)
     assert registry.get_service_address("db", fallback_url="f:1", max_retries=3, backoff=0.05) == "f:1"
+    assert pauses == []  # Consul is known to be down (the circuit is open): no retry, no wait
+    assert registry.circuit.trips == 1
+
+
+def test_retries_back_off_while_a_service_has_no_healthy_instance(
+    registry: ConsulRegistry, unique: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pauses: list[float] = []
+    monkeypatch.setattr("manifest_runner.library.registry.time.sleep", pauses.append)
+    assert registry.get_service_address(f"none-{unique}", fallback_url="f:1", max_retries=3, backoff=0.05) == "f:1"
     assert pauses == [0.05, 0.1]  # it backed off between retries, it did not spin
 
 

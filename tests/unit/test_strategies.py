@@ -51,7 +51,16 @@ def test_round_robin_cycles_in_id_order() -> None:
 def test_least_connections_follows_in_flight_counts() -> None:
     pool = [inst(1), inst(2), inst(3)]
     assert pick("least_connections", pool, uniform=random.random, in_flight={"i1": 2, "i2": 0, "i3": 1}).id == "i2"
-    assert pick("least_connections", pool, uniform=random.random, in_flight={}).id == "i1"
+    assert pick("least_connections", pool, uniform=lambda: 0.0, in_flight={}).id == "i1"
+
+
+def test_least_connections_breaks_ties_at_random() -> None:
+    rng = random.Random(7)
+    pool = [inst(1), inst(2), inst(3), inst(4)]
+    busy = {"i4": 3}
+    picks = Counter(pick("least_connections", pool, uniform=rng.random, in_flight=busy).id for _ in range(3000))
+    assert set(picks) == {"i1", "i2", "i3"}  # never the busy one
+    assert min(picks.values()) > 800  # and the idle ones share: about 1000 each
 
 
 def test_health_weighted_is_proportional_to_weights_by_status() -> None:
