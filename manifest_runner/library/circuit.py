@@ -49,7 +49,8 @@ class Circuit:
         return False
 
     def _probe(self) -> None:
-        assert self.probe is not None
+        if self.probe is None:
+            return
         try:
             self.probe()
         except ConsulUnavailable as err:
