@@ -80,7 +80,7 @@ class ConsulConfig(BaseModel):
     timeout: float = Field(5.0, gt=0, le=600, validation_alias="CONSUL_MANIFEST_TIMEOUT")
     """Seconds a single request may take (connect plus answer); blocking queries add their wait time."""
     watch_connections: int | None = Field(None, ge=1, le=1000, validation_alias="CONSUL_MANIFEST_WATCH_CONNECTIONS")
-    """The most connections the watches of one process hold (default 64, and never over a third of the agent's
+    """The most connections the watches of one process hold (default 48, and never over a quarter of the agent's
     ``limits.http_max_conns_per_client`` when the agent says it)."""
 
     @classmethod

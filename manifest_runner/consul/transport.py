@@ -92,7 +92,9 @@ class HttpTransport(Protocol):
 
 
 class Transport:
-    """Requests to one agent. Thread-safe: idle keep-alive connections are shared through a small pool."""
+    """Requests to one agent. Thread-safe: keep-alive connections are shared through a small pool, and at most
+    ``max_open`` are open at once (a request waits for one to be free, within its timeout): Consul refuses a client
+    more than ``limits.http_max_conns_per_client`` connections, counted per client address."""
 
     def __init__(
         self,
@@ -103,6 +105,7 @@ class Transport:
         server_name: str | None = None,
         timeout: float = 5.0,
         max_idle: int = 8,
+        max_open: int | None = None,
         max_body: int = MAX_BODY,
     ) -> None:
         self.endpoint = endpoint
@@ -116,7 +119,9 @@ class Transport:
         self._active: set[http.client.HTTPConnection] = set()
         self._aborted = False
         self._lock = threading.Lock()
+        self._freed = threading.Condition(self._lock)
         self._max_idle = max_idle
+        self._max_open = max(1, max_open if max_open is not None else max_idle)
         self.host_header = "localhost" if endpoint.scheme == "unix" else f"{endpoint.host}:{endpoint.port}"
 
     def twin(self, *, max_idle: int = 1) -> Transport:
@@ -156,6 +161,23 @@ class Transport:
                         conn.sock.settimeout(timeout)
                     self._active.add(conn)
                     return conn, True
+                if len(self._active) >= self._max_open:
+                    # every connection is busy: wait for one (the wait counts against this request's timeout)
+                    if not self._freed.wait_for(
+                        lambda: self._aborted or self._idle or len(self._active) < self._max_open, timeout
+                    ):
+                        raise TransportError("timeout", f"no free connection within {timeout:g}s")
+                    if self._aborted:
+                        raise TransportError("connect", "the transport was closed")
+                    if self._idle:
+                        conn = self._idle.pop()
+                        if not dropped(conn):
+                            conn.timeout = timeout
+                            if conn.sock is not None:
+                                conn.sock.settimeout(timeout)
+                            self._active.add(conn)
+                            return conn, True
+                        stale.append(conn)
                 conn = self._new(timeout)
                 self._active.add(conn)
                 return conn, False
@@ -166,6 +188,7 @@ class Transport:
     def _give_back(self, conn: http.client.HTTPConnection) -> None:
         with self._lock:
             self._active.discard(conn)
+            self._freed.notify()
             if len(self._idle) < self._max_idle and not self._aborted:
                 self._idle.append(conn)
                 return
@@ -174,6 +197,7 @@ class Transport:
     def _drop(self, conn: http.client.HTTPConnection) -> None:
         with self._lock:
             self._active.discard(conn)
+            self._freed.notify()
         conn.close()
 
     def request(
@@ -272,6 +296,7 @@ class Transport:
             self._aborted = True
             connections = [*self._idle, *self._active]
             self._idle = []
+            self._freed.notify_all()
         for conn in connections:
             sock = conn.sock
             if sock is not None:

@@ -36,17 +36,17 @@ from manifest_runner.util.backoff import Backoff
 
 log = logging.getLogger("consul_manifest.watch")
 
-DEFAULT_CONNECTIONS = 64
-"""A third of Consul's default per-client limit (200): room for a second process on the host and for ordinary
-requests."""
+DEFAULT_CONNECTIONS = 48
+"""Under a quarter of Consul's default per-client limit (200): the limit counts every process of the host (by client
+address), so the rest is left to the process's ordinary requests (at most 8 connections) and to its neighbours."""
 
 
 def connections_for(limit: int | None, wanted: int | None = None) -> int:
     """The pool size for an agent whose per-client limit is ``limit`` (0 or None: unlimited or unknown):
-    ``wanted`` if given, else :data:`DEFAULT_CONNECTIONS`, and never more than a third of the limit."""
+    ``wanted`` if given, else :data:`DEFAULT_CONNECTIONS`, and never more than a quarter of the limit."""
     size = wanted if wanted is not None else DEFAULT_CONNECTIONS
     if limit:
-        size = min(size, max(1, limit // 3))
+        size = min(size, max(1, limit // 4))
     return max(1, size)
 
 
@@ -91,7 +91,7 @@ class WatchPool:
         client: ConsulClient,
         *,
         connections: int = DEFAULT_CONNECTIONS,
-        latency: float = 1.0,
+        latency: float = 1.5,
         long_wait: str = "5m",
         min_wait: float = 0.25,
         min_interval: float = 0.005,

@@ -106,7 +106,7 @@ class ServiceWatch:
 class Discovery:
     """Healthy instances of services, from Consul or from a cache that live watches keep current.
 
-    Every watch shares one :class:`~manifest_runner.consul.watchpool.WatchPool` (at most a third of the agent's
+    Every watch shares one :class:`~manifest_runner.consul.watchpool.WatchPool` (at most a quarter of the agent's
     per-client connection limit), so hundreds of ``watch_service`` calls never starve ordinary lookups, which go
     through the client's own connections. Lookups go through the ``circuit``: while Consul is known to be down, they
     fail at once instead of waiting a timeout each."""

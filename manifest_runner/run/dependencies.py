@@ -3,10 +3,19 @@
 One blocking query per watched service and datacenter (``/v1/health/service/<name>``), and one per KV root:
 Consul moves such a query's index for any change to that service's instances (added or removed, with or without
 checks; address, port, tags, meta, weights; any check's status) and for nothing else, so every change that can
-alter an output wakes its dependencies, and a change to a service nobody watches costs nothing. The queries share
-a bounded :class:`~manifest_runner.consul.watchpool.WatchPool` (Consul limits connections per client), and are read
-the way the manifest's ``reads`` say (stale with a bound, or from the agent's cache). The periodic resync is a
-safety net, not the mechanism.
+alter an output wakes its dependencies, and a change to another service costs nothing. (A service that does not
+exist yet is indexed with the whole catalog by Consul: its watch wakes on any registration, and the resolution
+that follows finds the same nothing and writes nothing.) The periodic resync is a safety net, not the mechanism.
+
+Cheap by construction:
+
+- the query filters out every instance (``filter=Service.ID == ""``): Consul blocks and indexes as without a
+  filter, and answers ``[]``. A wake-up costs a few hundred bytes; the resolution that follows reads what it needs;
+- unless the manifest asks for reads from the leader (``reads.consistency: default``), the query is answered by
+  the agent's cache (``?cached``): the agent keeps one blocking query per service to the servers, over its own
+  multiplexed connection, shared by every process on the host, whatever the number of runners;
+- the queries share a bounded :class:`~manifest_runner.consul.watchpool.WatchPool` (Consul limits connections per
+  client): beyond its size, they take turns, every watch back on a connection within ``latency``.
 """
 
 from __future__ import annotations
@@ -16,21 +25,30 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from manifest_runner.consul.base import Freshness
+from manifest_runner.consul.base import LEADER, Freshness
 from manifest_runner.consul.blocking import Fetch
 from manifest_runner.consul.client import ConsulClient
 from manifest_runner.consul.watchpool import Watch, WatchPool
 from manifest_runner.converge.state import kv_roots
 from manifest_runner.manifest.loader import ManifestSet
-from manifest_runner.manifest.model import Dependency, KVDependency
-from manifest_runner.resolve.resolver import freshness_of
+from manifest_runner.manifest.model import Dependency, KVDependency, Reads
+
+NOTHING = 'Service.ID == ""'
+"""A filter no instance matches: the answer is ``[]``, its index the service's."""
 
 
 def service_fetch(service: str, datacenter: str | None, freshness: Freshness) -> Fetch:
     def fetch(client: ConsulClient, index: int | None, wait: str) -> tuple[int, Any]:
-        return client.health_service(service, datacenter=datacenter, index=index, wait=wait, freshness=freshness)
+        return client.health_service(
+            service, datacenter=datacenter, filter_expr=NOTHING, index=index, wait=wait, freshness=freshness
+        )
 
     return fetch
+
+
+def watch_freshness(reads: Reads) -> Freshness:
+    """How a watch reads: from the agent's cache, unless the manifest wants the leader's answers."""
+    return LEADER if reads.consistency == "default" else Freshness(cached=True)
 
 
 def kv_fetch(prefix: str, datacenter: str | None, freshness: Freshness) -> Fetch:
@@ -108,7 +126,7 @@ def dependency_keys(manifests: ManifestSet) -> dict[str, tuple[Dependency, Fresh
     """Every dependency of the set under a key naming its manifest (``<file>::<name>``), with its manifest's
     freshness."""
     return {
-        f"{m.file}::{name}": (dep, freshness_of(m.manifest.reads))
+        f"{m.file}::{name}": (dep, watch_freshness(m.manifest.reads))
         for m in manifests.manifests
         for name, dep in m.manifest.dependencies.items()
     }

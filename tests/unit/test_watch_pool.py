@@ -168,8 +168,9 @@ def test_errors_are_reported_and_the_watch_recovers() -> None:
 
 
 def test_the_pool_stays_well_under_the_agents_limit() -> None:
-    assert connections_for(200) == 64
-    assert connections_for(100) == 33
-    assert connections_for(0) == 64  # no limit
-    assert connections_for(200, wanted=500) == 66
+    assert connections_for(200) == 48
+    assert connections_for(100) == 25
+    assert connections_for(20) == 5
+    assert connections_for(0) == 48  # no limit
+    assert connections_for(200, wanted=500) == 50
     assert connections_for(3) == 1
