@@ -194,7 +194,11 @@ def main() -> None:
     with DevAgent(binary) as agent, tempfile.TemporaryDirectory() as tmp:
         started = time.perf_counter()
         populate(agent, args.services, args.nodes, args.keys)
-        _, _, checks = call(agent, "GET", "/v1/health/state/any")
+        _, headers, checks = call(agent, "GET", "/v1/health/state/any")
+        if headers.get("Content-Encoding") == "gzip":
+            import gzip
+
+            checks = gzip.decompress(checks)
         print(
             f"agent: {args.services} services x 4 instances on {args.nodes} nodes, "
             f"{len(json.loads(checks))} checks, {args.keys} keys (populated in {time.perf_counter() - started:.1f}s)"

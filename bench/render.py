@@ -84,9 +84,62 @@ def main() -> None:
         print(f"{'command':45} {'median':>9} {'ratio':>7}")
         for name, seconds in results.items():
             print(f"{name:45} {seconds * 1000:7.1f}ms {seconds / floor:6.1f}x")
+        wide(agent, Path(tmp), env, args.runs)
         print("\nwhere render's import time goes (cumulative, top-level packages):")
         for name, micros in import_costs(["-m", "manifest_runner", "render", str(manifest)], env):
             print(f"  {name:30} {micros / 1000:7.1f}ms")
+
+
+def wide(agent: DevAgent, folder: Path, env: dict[str, str], runs: int) -> None:
+    """render of 50 dependencies against render of 1: as processes, and the resolution alone in-process,
+    concurrent (as now) and one after another (as the first version did)."""
+    from manifest_runner.config import ConsulConfig
+    from manifest_runner.consul.client import ConsulClient
+    from manifest_runner.manifest.loader import load_manifests
+    from manifest_runner.resolve import resolver as resolver_module
+    from manifest_runner.resolve.cache import LastKnownGood
+    from manifest_runner.resolve.resolver import Budget, Resolver
+
+    for i in range(10, 50):
+        body = (
+            f'{{"ID": "dep{i}-1", "Name": "dep{i}", "Address": "10.0.1.{i}", "Port": {5000 + i}, '
+            f'"Check": {{"TTL": "10m", "Status": "passing"}}}}'
+        )
+        conn = http.client.HTTPConnection("127.0.0.1", agent.ports.http)
+        conn.request("PUT", "/v1/agent/service/register", body=body)
+        conn.getresponse().read()
+        conn.close()
+    paths = {}
+    for count in (1, 50):
+        deps = "\n".join(f"  D{i}: {{service: dep{i}}}" for i in range(count))
+        path = folder / f"wide{count}.yaml"
+        path.write_text(f"version: 1\nowner: wide{count}\ndependencies:\n{deps}\noutputs:\n  env_file: w{count}.env\n")
+        paths[count] = path
+    walls = median_walls({str(c): [EXE, "render", "--no-cache", str(p)] for c, p in paths.items()}, runs, env)
+    client = ConsulClient(ConsulConfig.from_sources({"http_addr": agent.http_addr}, {}))
+    inner: dict[str, float] = {}
+    for label, parallel in (("concurrent", resolver_module.PARALLEL), ("one after another", 1)):
+        resolver_module.PARALLEL = parallel
+        for count, path in paths.items():
+            dependencies = load_manifests([path], {}).manifests[0].manifest.dependencies
+            times = []
+            for _ in range(runs):
+                start = time.perf_counter()
+                Resolver(client, LastKnownGood(None, "w")).resolve(dependencies, Budget.of(10))
+                times.append(time.perf_counter() - start)
+            inner[f"{label} {count}"] = statistics.median(times)
+    resolver_module.PARALLEL = 16
+    print(f"\nrender of 50 dependencies against 1 (median of {runs}):")
+    print(
+        f"  as processes: 1 dep {walls['1'] * 1000:.1f} ms, 50 deps {walls['50'] * 1000:.1f} ms: "
+        f"{walls['50'] / walls['1']:.2f}x"
+    )
+    for label in ("concurrent", "one after another"):
+        one, fifty = inner[f"{label} 1"], inner[f"{label} 50"]
+        print(
+            f"  resolution alone, {label:18}: 1 dep {one * 1000:.2f} ms, 50 deps {fifty * 1000:.2f} ms: "
+            f"{fifty / one:.2f}x"
+        )
 
 
 if __name__ == "__main__":

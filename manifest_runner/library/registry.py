@@ -325,7 +325,14 @@ class ConsulRegistry(ConfigStore, InfrastructureHelpers):
                 if attempt + 1 < max_retries:
                     time.sleep(pace.next())
         if fallback_url is not None:
-            log.warning("%s: %s; using the fallback %s", service_name, last, fallback_url)
+            said_already = isinstance(last, ConsulUnavailable) and last.operation == "circuit"  # logged as it opened
+            log.log(
+                logging.DEBUG if said_already else logging.WARNING,
+                "%s: %s; using the fallback %s",
+                service_name,
+                last,
+                fallback_url,
+            )
             return fallback_url
         raise last
 
