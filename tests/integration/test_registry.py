@@ -58,11 +58,11 @@ def test_least_connections_follows_in_flight_uses(registry: ConsulRegistry, cons
     name = f"lc-{unique}"
     endpoints = three(consul, name)
     with registry.connection(name) as first, registry.connection(name) as second:
-        assert {first, second} == set(endpoints[:2])
+        assert first != second and {first, second} <= set(endpoints)  # each to an idle instance
         with registry.connection(name) as third:
-            assert third == endpoints[2]
-            assert registry.get_service_endpoint(name, strategy="least_connections") == endpoints[0]  # all at 1
-        assert registry.get_service_endpoint(name, strategy="least_connections") == endpoints[2]  # now at 0
+            assert {first, second, third} == set(endpoints)
+            assert registry.get_service_endpoint(name, strategy="least_connections") in endpoints  # all at 1
+        assert registry.get_service_endpoint(name, strategy="least_connections") == third  # the only one at 0
     assert registry.discovery.in_flight() == {}
 
 
