@@ -50,6 +50,10 @@ class Endpoint:
         return f"{self.scheme}://{host}:{self.port}"
 
 
+TENANCY_NAME = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
+"""A namespace or partition name, as Consul Enterprise takes them."""
+
+
 class ConsulConfig(BaseModel):
     """How to reach and authenticate to Consul. Build with :meth:`from_sources` to honour flag precedence."""
 
@@ -77,6 +81,15 @@ class ConsulConfig(BaseModel):
     """The name to verify the server certificate against (SNI), when it differs from the address."""
     datacenter: str | None = Field(None, validation_alias="CONSUL_DATACENTER")
     """Datacenter for requests; default: the agent's own."""
+    namespace: str | None = Field(
+        None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$", validation_alias="CONSUL_NAMESPACE"
+    )
+    """Consul Enterprise namespace for requests. Consul without namespaces ignores the parameter, so a value other
+    than ``default`` is refused there instead of writing to the default namespace."""
+    partition: str | None = Field(
+        None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$", validation_alias="CONSUL_PARTITION"
+    )
+    """Consul Enterprise admin partition for requests (refused, like a namespace, where there are none)."""
     timeout: float = Field(5.0, gt=0, le=600, validation_alias="CONSUL_MANIFEST_TIMEOUT")
     """Seconds a single request may take (connect plus answer); blocking queries add their wait time."""
     watch_connections: int | None = Field(None, ge=1, le=1000, validation_alias="CONSUL_MANIFEST_WATCH_CONNECTIONS")

@@ -86,6 +86,10 @@ class ConsulProtocolError(ConsulError):
     not Consul, or something between us rewrote the answer."""
 
 
+class ConsulUnsupportedFeature(ConsulError):
+    """What was asked needs a Consul this one is not (a newer version, Enterprise): nothing was sent."""
+
+
 class ConsulRequestError(ConsulError):
     """Consul answered with an error that is neither 'unreachable' nor 'refused' (400, 413, 5xx...)."""
 

@@ -14,6 +14,8 @@ MANAGED_BY_KEY = "managed-by"
 OWNER_KEY = "manifest-owner"
 HASH_KEY = "manifest-hash"
 CHECKS_KEY = "manifest-checks"
+CONNECT_KEY = "manifest-connect"
+"""A hash of the ``Connect`` part of a registration, which the agent does not show (its meta it does)."""
 """The check definitions last applied (``manifest-checks``, ``manifest-checks-2``...): Consul 1.8 does not show them."""
 RESERVED_META_KEYS = frozenset({MANAGED_BY_KEY, OWNER_KEY, HASH_KEY})
 RESERVED_META_PREFIX = "consul-"
@@ -23,7 +25,7 @@ OWN_META_PREFIX = "manifest-"
 
 def is_internal_meta(key: str) -> bool:
     """The runner's bookkeeping in a service's meta (not shown in plans as the user's meta)."""
-    return key == HASH_KEY or key.startswith(CHECKS_KEY)
+    return key in (HASH_KEY, CONNECT_KEY) or key.startswith(CHECKS_KEY)
 
 
 MANAGED_BY = "consul-manifest"

@@ -35,7 +35,10 @@ def exit_code_for(error: BaseException) -> int:
 
     if isinstance(error, errors.ManifestError | errors.SettingsError):
         return EXIT_INVALID
-    if isinstance(error, errors.ConsulUnavailable | errors.ConsulRefused | errors.ConsulProtocolError):
+    if isinstance(
+        error,
+        errors.ConsulUnavailable | errors.ConsulRefused | errors.ConsulProtocolError | errors.ConsulUnsupportedFeature,
+    ):
         return EXIT_CONSUL
     return EXIT_FAILED
 
@@ -115,6 +118,8 @@ def _connection_options(func: F, *, per_request_timeout: bool) -> F:
         click.option("--client-key", help="Client key for mutual TLS [env: CONSUL_CLIENT_KEY]."),
         click.option("--tls-server-name", help="Server name to verify (SNI) [env: CONSUL_TLS_SERVER_NAME]."),
         click.option("--datacenter", help="Datacenter [env: CONSUL_DATACENTER; default: the agent's]."),
+        click.option("--namespace", help="Consul Enterprise namespace [env: CONSUL_NAMESPACE]."),
+        click.option("--partition", help="Consul Enterprise admin partition [env: CONSUL_PARTITION]."),
     ]
     if per_request_timeout:
         options.append(
@@ -137,6 +142,8 @@ CONNECTION_KEYS = (
     "client_key",
     "tls_server_name",
     "datacenter",
+    "namespace",
+    "partition",
     "timeout",
 )
 

@@ -24,6 +24,7 @@ from manifest_runner.errors import (
     ConsulProtocolError,
     ConsulRefused,
     ConsulUnavailable,
+    ConsulUnsupportedFeature,
     SettingsError,
 )
 from manifest_runner.util.durations import parse_duration
@@ -95,6 +96,7 @@ class BaseClient:
         self._raw: Any = None
         self._op_limit: int | None = None
         self._version: str | None = None
+        self._enterprise: bool | None = None
         self._counts_lock = threading.Lock()
         self.counts: dict[str, int] = {}
         self.counts_by_path: dict[str, int] = {}
@@ -163,7 +165,7 @@ class BaseClient:
 
         ``timeout`` (seconds) caps the request below the configured one, e.g. to stay within a total budget;
         ``idempotent`` says that sending it twice is harmless (GET is; see :meth:`Transport.request`)."""
-        params = list(params or [])
+        params = [*(params or []), *self._tenancy(path)]
         operation = f"{method} {path}"
         wait = _blocking_wait(params)
         base = self.settings.timeout if timeout is None else min(timeout, self.settings.timeout)
@@ -245,6 +247,28 @@ class BaseClient:
             params.append(("index", max(1, index)))  # never block with index 0: it would return at once
             if wait:
                 params.append(("wait", wait))
+
+    def _tenancy(self, path: str) -> list[tuple[str, str]]:
+        """``ns`` and ``partition`` for a request, once the agent is known to be Consul Enterprise (checked on the
+        first request that would carry them: a Consul without namespaces would ignore them and write to the default
+        namespace)."""
+        wanted = [
+            (name, value)
+            for name, value in (("ns", self.settings.namespace), ("partition", self.settings.partition))
+            if value and value != "default"
+        ]
+        if not wanted or path == "/v1/agent/self":
+            return []
+        if self._enterprise is None:
+            self._enterprise = "+ent" in self.version()
+        if not self._enterprise:
+            names = ", ".join(f"{'namespace' if n == 'ns' else 'partition'} {v!r}" for n, v in wanted)
+            raise ConsulUnsupportedFeature(
+                f"{names} asked (CONSUL_NAMESPACE / CONSUL_PARTITION or the flag), but this Consul ({self.version()}) "
+                "is not Consul Enterprise: it would ignore them and use the default namespace; nothing was sent",
+                operation=f"{path}",
+            )
+        return wanted
 
     def agent_self(self) -> AgentInfo:
         _, info = self.read("GET", "/v1/agent/self", payloads.agent_info)

@@ -33,7 +33,7 @@ from manifest_runner.config import ConsulConfig
 from manifest_runner.consul import payloads
 from manifest_runner.consul.base import LEADER, Freshness
 from manifest_runner.consul.kv import TXN_BODY_LIMIT, KVCalls, txn_op_size
-from manifest_runner.consul.payloads import AgentCheck, AgentService, CheckState, Instance
+from manifest_runner.consul.payloads import AgentCheck, AgentService, CheckState, Instance, NodeServices
 from manifest_runner.consul.statuses import CheckNotFound, TxnFailed, TxnTooLarge
 from manifest_runner.errors import ConsulProtocolError, ConsulRequestError
 
@@ -62,6 +62,20 @@ class ConsulClient(KVCalls):
         token's rights without a word, a service the token may not read is a refusal (403) here."""
         _, service = self.read("GET", f"/v1/agent/service/{service_id}", payloads.agent_service, absent_ok=True)
         return service
+
+    def catalog_node(self, node: str) -> NodeServices | None:
+        """A node of the catalog with its services; None when there is no such node."""
+        _, found = self.read("GET", f"/v1/catalog/node/{node}", payloads.catalog_node, absent_ok=True)
+        return found
+
+    def catalog_nodes(self, node_meta: str) -> list[str]:
+        """The names of the nodes whose meta has ``key:value``."""
+        _, names = self.read("GET", "/v1/catalog/nodes", payloads.node_names, [("node-meta", node_meta)])
+        return names or []
+
+    def node_checks(self, node: str) -> dict[str, AgentCheck]:
+        _, checks = self.read("GET", f"/v1/health/node/{node}", payloads.node_checks)
+        return checks or {}
 
     def agent_checks(self) -> dict[str, AgentCheck]:
         _, checks = self.read("GET", "/v1/agent/checks", payloads.agent_checks)

@@ -119,6 +119,12 @@ class AgentService:
     meta: tuple[tuple[str, str], ...] = ()
     weights: tuple[int, int] = (1, 1)
     enable_tag_override: bool = False
+    tagged_addresses: tuple[tuple[str, str, int], ...] = ()
+    """(tag, address, port), sorted by tag."""
+    kind: str = ""
+    """``connect-proxy`` for a sidecar, ``""`` for a typical service."""
+    proxy_destination: str = ""
+    """For a proxy: the id of the service it fronts."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,8 +227,73 @@ def agent_services(body: Any) -> dict[str, AgentService]:
             meta=_text_map(doc.get("Meta") or {}, "Meta"),
             weights=weights(doc.get("Weights")),
             enable_tag_override=_flag(doc.get("EnableTagOverride", False), "EnableTagOverride"),
+            tagged_addresses=tagged_addresses(doc.get("TaggedAddresses")),
+            kind=_text(doc.get("Kind") or "", "Kind"),
+            proxy_destination=_text(
+                _object(doc.get("Proxy") or {}, "Proxy").get("DestinationServiceID") or "", "DestinationServiceID"
+            ),
         )
     return services
+
+
+def tagged_addresses(raw: Any) -> tuple[tuple[str, str, int], ...]:
+    """``TaggedAddresses`` of a service: {tag: {Address, Port}} -> sorted (tag, address, port)."""
+    found = []
+    for tag, value in _object(raw or {}, "TaggedAddresses").items():
+        doc = _object(value, f"TaggedAddresses.{tag}")
+        found.append(
+            (
+                _text(tag, "TaggedAddresses tag"),
+                _text(doc.get("Address") or "", "Address"),
+                _count(doc.get("Port") or 0, "Port"),
+            )
+        )
+    return tuple(sorted(found))
+
+
+@dataclass(frozen=True, slots=True)
+class NodeServices:
+    """``/v1/catalog/node/<node>``: a node, its address and meta, and its services."""
+
+    node: str
+    address: str
+    meta: tuple[tuple[str, str], ...]
+    services: dict[str, AgentService]
+
+
+def catalog_node(body: Any) -> NodeServices | None:
+    if body is None:
+        return None
+    doc = _object(body, "the node's services")
+    node = _object(doc.get("Node"), "Node")
+    return NodeServices(
+        node=_text(node.get("Node") or "", "Node"),
+        address=_text(node.get("Address") or "", "Address"),
+        meta=_text_map(node.get("Meta") or {}, "Meta"),
+        services=agent_services(doc.get("Services") or {}),
+    )
+
+
+def node_names(body: Any) -> list[str]:
+    """``/v1/catalog/nodes``: the nodes' names."""
+    return [_text(_object(item, "a node").get("Node"), "Node") for item in _list(body, "the nodes")]
+
+
+def node_checks(body: Any) -> dict[str, AgentCheck]:
+    """``/v1/health/node/<node>``: the node's checks by id (as the agent's checks)."""
+    checks = {}
+    for raw in _list(body, "the node's checks"):
+        doc = _object(raw, "a check")
+        check_id = _text(doc.get("CheckID"), "CheckID")
+        checks[check_id] = AgentCheck(
+            check_id=check_id,
+            service_id=_text(doc.get("ServiceID") or "", "ServiceID"),
+            kind=_text(doc.get("Type") or "", "Type"),
+            name=_text(doc.get("Name") or "", "Name"),
+            notes=_text(doc.get("Notes") or "", "Notes"),
+            status=_text(doc.get("Status") or "", "Status"),
+        )
+    return checks
 
 
 def agent_service(body: Any) -> AgentService:

@@ -25,7 +25,7 @@ from manifest_runner.converge.ownership import OwnershipRecord, journal_entry
 from manifest_runner.converge.planner import Action, Plan
 from manifest_runner.converge.view import SYMBOLS
 from manifest_runner.errors import ConsulError, ConsulProtocolError, ConsulRequestError
-from manifest_runner.marks import HASH_KEY, journal_prefix, origin_key, record_key
+from manifest_runner.marks import HASH_KEY, MANAGED_BY, MANAGED_BY_KEY, journal_prefix, origin_key, record_key
 
 Status = Literal["done", "failed", "skipped"]
 BODY_BUDGET = int(TXN_BODY_LIMIT * 0.9)
@@ -346,6 +346,91 @@ def _origin_index_ops(plan: Plan, *, keep: bool) -> list[dict[str, Any]]:
 
 
 def _apply_services(client: ConsulClient, owner: str, actions: list[Action], done: Callable[[Action], None]) -> None:
+    external = [a for a in actions if a.service is not None and a.service.node]
+    local = [a for a in actions if a not in external]
+    if external:
+        _apply_external(client, external, done)
+    if local:
+        _apply_local(client, owner, local, done)
+
+
+def _apply_external(client: ConsulClient, actions: list[Action], done: Callable[[Action], None]) -> None:
+    """Services on external nodes, through the catalog: each action's node, service and checks in one transaction
+    (several actions to a transaction, under the op limit); then a read of each node confirms them, and nodes this
+    tool registered that no service uses any more are removed."""
+    batches: list[list[Action]] = [[]]
+    limit = client.op_limit()
+    for action in actions:
+        if batches[-1] and sum(len(external_ops(a)) for a in batches[-1]) + len(external_ops(action)) > limit:
+            batches.append([])
+        batches[-1].append(action)
+    for batch in batches:
+        ops = [op for action in batch for op in external_ops(action)]
+        try:
+            client.txn(ops, idempotent=True)
+        except ConsulError as err:
+            raise _StepFailed(err, batch) from None
+    unconfirmed: list[Action] = []
+    for node in sorted({a.service.node for a in actions if a.service is not None}):
+        catalog = client.catalog_node(node)
+        present = catalog.services if catalog is not None else {}
+        for action in (a for a in actions if a.service is not None and a.service.node == node):
+            there = present.get(action.target)
+            ok = (
+                there is None
+                if action.op == "delete"
+                else (
+                    there is not None and dict(there.meta).get(HASH_KEY) == action.service.recorded_digest  # type: ignore[union-attr]
+                )
+            )
+            if ok:
+                done(action)
+            else:
+                unconfirmed.append(action)
+        if catalog is not None and not present and dict(catalog.meta).get(MANAGED_BY_KEY) == MANAGED_BY:
+            client.txn([{"Node": {"Verb": "delete", "Node": {"Node": node}}}], idempotent=True)
+    if unconfirmed:
+        what = ", ".join(f"{a.op} {a.target}" for a in unconfirmed)
+        raise _StepFailed(
+            ConsulRequestError(
+                f"Consul answered, but the catalog does not show the result of: {what}; nothing is assumed done",
+                operation="GET /v1/catalog/node",
+            ),
+            unconfirmed,
+        )
+
+
+def external_ops(action: Action) -> list[dict[str, Any]]:
+    """The catalog operations of one action on an external node's service."""
+    spec = action.service
+    if spec is None:
+        return []
+    node = spec.node
+    if action.op == "delete":
+        return [{"Service": {"Verb": "delete", "Node": node, "Service": {"ID": spec.service_id, "Service": spec.name}}}]
+    ops: list[dict[str, Any]] = [
+        {"Node": {"Verb": "set", "Node": {"Node": node, "Address": spec.node_address, "Meta": dict(spec.node_meta)}}},
+        {"Service": {"Verb": "set", "Node": node, "Service": spec.catalog_service()}},
+    ]
+    before = action.found.seen_checks if action.found is not None else None
+    existing = {c.check_id: c for c in before or ()}
+    for check in spec.checks:
+        fields = check.fields()
+        body: dict[str, Any] = {"Node": node, "CheckID": check.check_id, "ServiceID": spec.service_id}
+        body["Name"] = fields.pop("Name", check.check_id)
+        body["Notes"] = fields.pop("Notes", "")
+        status = fields.pop("Status", None)
+        seen = existing.get(check.check_id)
+        body["Status"] = seen.status if seen is not None and seen.status else (status or "critical")
+        body["Definition"] = fields
+        ops.append({"Check": {"Verb": "set", "Check": body}})
+    wanted = {c.check_id for c in spec.checks}
+    for check_id in sorted(set(existing) - wanted):
+        ops.append({"Check": {"Verb": "delete", "Check": {"Node": node, "CheckID": check_id}}})
+    return ops
+
+
+def _apply_local(client: ConsulClient, owner: str, actions: list[Action], done: Callable[[Action], None]) -> None:
     """Registrations (creates, updates, adoptions) up to PARALLEL_REGISTRATIONS at a time (the agent has no batch
     form, and each waits for its catalog sync), then removals; then one read of the agent confirms every one: an
     answer of 200 is not proof that the agent registered anything (a proxy can say 200)."""

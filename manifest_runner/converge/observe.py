@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from typing import Any, TypeVar
 
 from manifest_runner.consul.client import ConsulClient
@@ -31,7 +32,16 @@ from manifest_runner.converge.state import (
     kv_roots,
 )
 from manifest_runner.errors import ConsulRefused
-from manifest_runner.marks import STATE_PREFIX, filter_literal, journal_prefix, owner_filter, record_key
+from manifest_runner.marks import (
+    MANAGED_BY,
+    MANAGED_BY_KEY,
+    OWNER_KEY,
+    STATE_PREFIX,
+    filter_literal,
+    journal_prefix,
+    owner_filter,
+    record_key,
+)
 
 PROOF_THREADS = 8
 T = TypeVar("T")
@@ -49,16 +59,19 @@ def observe(client: ConsulClient, desired: DesiredState) -> ObservedState:
     wanted_ids = [s.service_id for s in desired.services]
     with ThreadPoolExecutor(max_workers=PROOF_THREADS, thread_name_prefix="observe") as pool:
         listed = pool.submit(client.agent_services, services_filter(desired.owner, wanted_ids))
+        external = pool.submit(_external, client, desired)
         trees = pool.submit(client.read_trees, roots)
         proofs = [pool.submit(_prove_kv, client, root) for root in [own_record, *desired.kv_roots]]
-        services = listed.result()
-        found = list(pool.map(lambda sid: _prove_service(client, sid, desired), _hidden(desired, services)))
+        services = _without_sidecars(listed.result())
+        agent_wanted = DesiredState(desired.owner, tuple(s for s in desired.services if not s.node))
+        found = list(pool.map(lambda sid: _prove_service(client, sid, desired), _hidden(agent_wanted, services)))
         for proof in proofs:
             proof.result()
         entries = {e.key: e for e in trees.result()}
     services = {**services, **{s.id: s for s in found if s is not None}}
     checks = client.agent_checks() if services or desired.services else {}
     observed_services = {sid: service_from_agent(service, checks) for sid, service in services.items()}
+    observed_services.update(external.result())
 
     record = read_record(desired.owner, entries)
     covered = [r for r in roots if r != own_record]
@@ -68,6 +81,41 @@ def observe(client: ConsulClient, desired: DesiredState) -> ObservedState:
             entries.update({e.key: e for e in client.read_trees(kv_roots(outside))})
     kv = {key: entry_from_consul(entry) for key, entry in entries.items() if not key.startswith(STATE_PREFIX)}
     return ObservedState(owner=desired.owner, services=observed_services, kv=kv, record=record)
+
+
+def _without_sidecars(services: Mapping[str, AgentService]) -> dict[str, AgentService]:
+    """The services without the Connect sidecars registered with them: a sidecar inherits its service's meta (our
+    marks included) and goes with it; it is part of the service's registration, not a service of its own."""
+    return {
+        sid: s
+        for sid, s in services.items()
+        if not (s.kind == "connect-proxy" and s.proxy_destination and s.proxy_destination in services)
+    }
+
+
+def _external(client: ConsulClient, desired: DesiredState) -> dict[str, ServiceSpec]:
+    """This owner's services on external nodes (and the wanted ids there, whoever owns them): the nodes the
+    manifest names, and every node consul-manifest registered (where a service no longer declared may be)."""
+    nodes = {s.node for s in desired.services if s.node}
+    nodes |= set(client.catalog_nodes(f"{MANAGED_BY_KEY}:{MANAGED_BY}"))
+    wanted = {(s.node, s.service_id) for s in desired.services if s.node}
+    found: dict[str, ServiceSpec] = {}
+    for node in sorted(nodes):
+        catalog = client.catalog_node(node)
+        if catalog is None:
+            continue
+        mine = {
+            sid: s
+            for sid, s in catalog.services.items()
+            if (node, sid) in wanted or dict(s.meta).get(OWNER_KEY) == desired.owner
+        }
+        if not mine:
+            continue
+        checks = client.node_checks(node)
+        for sid, service in mine.items():
+            spec = service_from_agent(service, checks)
+            found[sid] = replace(spec, node=node, node_address=catalog.address, node_meta=catalog.meta)
+    return found
 
 
 def _hidden(desired: DesiredState, listed: Mapping[str, AgentService]) -> list[str]:
@@ -127,7 +175,7 @@ def service_from_agent(service: AgentService, checks: Mapping[str, AgentCheck] |
     seen = tuple(
         sorted(
             (
-                ObservedCheck(c.check_id, c.kind, c.name, c.notes)
+                ObservedCheck(c.check_id, c.kind, c.name, c.notes, c.status)
                 for c in (checks or {}).values()
                 if c.service_id == service.id
             ),
@@ -145,6 +193,7 @@ def service_from_agent(service: AgentService, checks: Mapping[str, AgentCheck] |
         enable_tag_override=service.enable_tag_override,
         checks=checks_from_meta(meta) or (),
         seen_checks=seen if checks is not None else None,
+        tagged_addresses=service.tagged_addresses,
     )
 
 

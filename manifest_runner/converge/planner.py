@@ -75,6 +75,8 @@ class Action:
     index: int = 0
     """For KV writes and deletes: the compare-and-set index (0: create only if absent)."""
     cause: Cause = ""
+    found: ServiceSpec | None = field(default=None, compare=False)
+    """For a service update: what Consul has now (its checks, for a catalog registration)."""
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"op": self.op, "kind": self.kind, "target": self.target, "reason": self.reason}
@@ -346,7 +348,9 @@ def _service_actions(spec: ServiceSpec, found: ServiceSpec | None, owner: str, p
         else ("manifest" if "manifest" in causes else "unknown")
     )
     reason = {"manifest": "manifest changed", "drift": "drift"}.get(cause, "manifest changed, and drift")
-    return [Action("update", "service", spec.service_id, reason, tuple(changes), service=spec, cause=cause)]
+    return [
+        Action("update", "service", spec.service_id, reason, tuple(changes), service=spec, cause=cause, found=found)
+    ]
 
 
 def service_changes(found: ServiceSpec, spec: ServiceSpec, *, unowned: bool = False) -> list[Change]:

@@ -18,7 +18,8 @@ from manifest_runner.converge.apply import ActionResult, ApplyReport, execute
 from manifest_runner.converge.observe import observe
 from manifest_runner.converge.planner import DEFAULT_POLICY, Plan, PlanPolicy, plan
 from manifest_runner.converge.state import DesiredState, ObservedState
-from manifest_runner.errors import ManifestRunnerError
+from manifest_runner.converge.versions import unsupported
+from manifest_runner.errors import ConsulUnsupportedFeature, ManifestRunnerError
 from manifest_runner.marks import lock_key
 from manifest_runner.util.cancel import Cancel
 
@@ -45,7 +46,17 @@ class PlanStale(ManifestRunnerError):
     """A saved plan no longer matches Consul or the manifests: nothing was written."""
 
 
+def require_supported(client: ConsulClient, desired: DesiredState) -> None:
+    """Refuse, before any write, a desired state with fields the agent's Consul version does not take."""
+    if not any(service.checks for service in desired.services):
+        return
+    problems = unsupported(desired, client.version())
+    if problems:
+        raise ConsulUnsupportedFeature("; ".join(problems) + "; nothing was sent", operation="GET /v1/agent/self")
+
+
 def make_plan(client: ConsulClient, desired: DesiredState, policy: PlanPolicy) -> tuple[ObservedState, Plan]:
+    require_supported(client, desired)
     observed = observe(client, desired)
     return observed, plan(desired, observed, policy)
 
@@ -83,6 +94,7 @@ def converge(
     :class:`~manifest_runner.util.cancel.Cancelled`): a shutdown is never held up by another applier.
     ``expected``: the observed fingerprint of a saved plan; any difference, before the lock or under it, raises
     :class:`PlanStale` before anything is written."""
+    require_supported(client, desired)
     first_observed = observe(client, desired)
     _stale(desired, first_observed, expected)
     first = plan(desired, first_observed, policy)

@@ -75,6 +75,7 @@ class ObservedCheck:
     kind: str
     name: str = ""
     notes: str = ""
+    status: str = field(default="", compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +95,15 @@ class ServiceSpec:
     checks: tuple[CheckSpec, ...] = ()
     on_exit: Literal["deregister", "keep"] = "deregister"
     seen_checks: tuple[ObservedCheck, ...] | None = None
+    tagged_addresses: tuple[tuple[str, str, int], ...] = ()
+    """(tag, address, port), sorted."""
+    connect: str = ""
+    """The registration's ``Connect`` object as canonical JSON (desired only: the agent does not show it; its hash
+    is in the meta, which it does show)."""
+    node: str = ""
+    """An external node (registered through the catalog); "" for a service of the local agent."""
+    node_address: str = ""
+    node_meta: tuple[tuple[str, str], ...] = ()
 
     def visible(self) -> dict[str, Any]:
         """The fields ``/v1/agent/services`` shows, normalised the way the agent normalises them; meta without the
@@ -106,6 +116,8 @@ class ServiceSpec:
             "meta": {k: v for k, v in self.meta if not is_internal_meta(k)},
             "weights": {"passing": self.weights[0], "warning": self.weights[1]},
             "enable_tag_override": self.enable_tag_override,
+            "tagged_addresses": {tag: f"{address}:{port}" for tag, address, port in self.tagged_addresses},
+            **({"node": self.node, "node_address": self.node_address} if self.node else {}),
         }
 
     def payload(self) -> dict[str, Any]:
@@ -122,12 +134,27 @@ class ServiceSpec:
         }
         if self.address:
             body["Address"] = self.address
+        if self.tagged_addresses:
+            body["TaggedAddresses"] = {tag: {"Address": a, "Port": p} for tag, a, p in self.tagged_addresses}
+        if self.connect:
+            body["Connect"] = json.loads(self.connect)
+        return body
+
+    def catalog_service(self) -> dict[str, Any]:
+        """The service as a catalog (``/v1/txn``) operation takes it, for an external node."""
+        body = self.payload()
+        body.pop("Checks")
+        body.pop("Connect", None)
+        body["Service"] = body.pop("Name")
         return body
 
     def digest(self) -> str:
         """A short hash of the registration (checks included), kept in the service meta to see drift cheaply."""
         body = self.payload()
+        body.pop("Connect", None)  # not shown by the agent: its hash is in the meta
         body["Meta"] = {k: v for k, v in body["Meta"].items() if k != HASH_KEY and not k.startswith(CHECKS_KEY)}
+        if self.node:
+            body["Node"] = [self.node, self.node_address]
         canonical = json.dumps(body, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 

@@ -22,7 +22,8 @@ class _CheckOptions(Model):
     name: Text | None = None
     """A display name for the check; default: derived from its kind and target."""
     id: Text | None = None
-    """The check id; default: Consul's own, ``service:<service-id>`` (or ``service:<service-id>:<n>`` with several)."""
+    """The check id; default: ``service:<service-id>:<name>`` when the check has a ``name`` (stable when checks are
+    reordered), else Consul's own ``service:<service-id>`` (``service:<service-id>:<n>`` with several)."""
     notes: Text | None = None
     """Free-form notes shown with the check."""
     deregister_critical_after: Duration | None = None
@@ -47,6 +48,8 @@ class _IntervalCheck(_CheckOptions):
     """Consecutive successes needed before the check turns passing."""
     failures_before_critical: Annotated[int, Field(ge=0)] = 0
     """Consecutive failures needed before the check turns critical."""
+    output_max_size: Annotated[int, Field(ge=1)] | None = None
+    """The most bytes of the check's output Consul keeps (Consul's default: 4 KB)."""
 
 
 class HttpCheck(_IntervalCheck):
@@ -58,8 +61,12 @@ class HttpCheck(_IntervalCheck):
     """The HTTP method; default GET."""
     header: dict[str, list[Text]] = Field(default_factory=dict)
     """Request headers, each with a list of values."""
+    body: Text | None = None
+    """The request body (with ``method: POST`` or ``PUT``)."""
     tls_skip_verify: bool = False
     """Do not verify the certificate of an https:// URL."""
+    tls_server_name: Text | None = None
+    """The name to verify the certificate against (SNI), when it differs from the URL's host (Consul 1.10+)."""
 
 
 class TcpCheck(_IntervalCheck):
@@ -76,6 +83,47 @@ class GrpcCheck(_IntervalCheck):
     """``host:port``, optionally followed by ``/service`` to check one gRPC service."""
     grpc_use_tls: bool = False
     """Use TLS for the gRPC call."""
+    tls_skip_verify: bool = False
+    """With ``grpc_use_tls``: do not verify the certificate."""
+    tls_server_name: Text | None = None
+    """With ``grpc_use_tls``: the name to verify the certificate against (Consul 1.10+)."""
+
+
+class H2PingCheck(_IntervalCheck):
+    """Consul sends an HTTP/2 PING frame (Consul 1.10+)."""
+
+    h2ping: Annotated[str, AfterValidator(lambda v: host_port(v, "h2ping"))]
+    """The ``host:port`` Consul pings."""
+    h2ping_use_tls: bool = True
+    """Use TLS (Consul's default)."""
+
+
+class AliasCheck(_CheckOptions):
+    """The health of another service (or node) is this check's health."""
+
+    alias_service: Text
+    """The id of the service whose health this check mirrors."""
+    alias_node: Text | None = None
+    """The node of that service; default: this agent's node."""
+
+
+class ScriptCheck(_IntervalCheck):
+    """Consul runs a command on the agent's host: refused unless the manifest says ``allow_script_checks: true``
+    (a manifest could otherwise run commands where the agent runs), and the agent has ``enable_script_checks``."""
+
+    args: list[Text] = Field(min_length=1)
+    """The command and its arguments (no shell): exit 0 passing, 1 warning, else critical."""
+
+
+class DockerCheck(_IntervalCheck):
+    """Consul runs a command inside a container (a script check: the same opt-in applies)."""
+
+    docker_container_id: Text
+    """The container to run the command in."""
+    args: list[Text] = Field(min_length=1)
+    """The command and its arguments."""
+    shell: Text | None = None
+    """The shell inside the container; default ``/bin/sh``."""
 
 
 class Heartbeat(Model):
@@ -116,14 +164,19 @@ class TtlCheck(_CheckOptions):
         return self
 
 
-CHECK_KINDS = ("http", "tcp", "grpc", "ttl")
+CHECK_KINDS = ("http", "tcp", "grpc", "ttl", "h2ping", "alias_service", "docker_container_id", "args")
+"""The key that tells a check's kind (a docker check also has ``args``: it is told by its container)."""
 
 
 def _check_kind(value: Any) -> str | None:
     if isinstance(value, dict):
         found = [k for k in CHECK_KINDS if k in value]
+        if found == ["docker_container_id", "args"]:
+            return "docker_container_id"
         return found[0] if len(found) == 1 else None
     if isinstance(value, BaseModel):
+        if isinstance(value, DockerCheck):
+            return "docker_container_id"
         return next((k for k in CHECK_KINDS if getattr(value, k, None) is not None), None)
     return None
 
@@ -132,10 +185,19 @@ Check = Annotated[
     Annotated[HttpCheck, Tag("http")]
     | Annotated[TcpCheck, Tag("tcp")]
     | Annotated[GrpcCheck, Tag("grpc")]
-    | Annotated[TtlCheck, Tag("ttl")],
+    | Annotated[TtlCheck, Tag("ttl")]
+    | Annotated[H2PingCheck, Tag("h2ping")]
+    | Annotated[AliasCheck, Tag("alias_service")]
+    | Annotated[DockerCheck, Tag("docker_container_id")]
+    | Annotated[ScriptCheck, Tag("args")],
     Discriminator(
         _check_kind,
         custom_error_type="check_kind",
-        custom_error_message="a check is a map with exactly one of: http, tcp, grpc, ttl",
+        custom_error_message=(
+            "a check is a map with exactly one of: http, tcp, grpc, ttl, h2ping, alias_service, args "
+            "(a script), docker_container_id (with args)"
+        ),
     ),
 ]
+
+SCRIPT_CHECKS = (ScriptCheck, DockerCheck)

@@ -23,7 +23,7 @@ from pydantic import (
     model_validator,
 )
 
-from manifest_runner.manifest.checks import Check
+from manifest_runner.manifest.checks import Check, GrpcCheck, HttpCheck, TcpCheck, TtlCheck
 from manifest_runner.manifest.fields import (
     DependencyName,
     Duration,
@@ -87,8 +87,68 @@ class Defaults(Model):
     """What ``consul-manifest run`` does with services on SIGTERM, unless a service says otherwise."""
 
 
+class TaggedAddress(Model):
+    address: Text
+    port: Port
+
+
+class Upstream(Model):
+    """A service the sidecar proxy connects to, listening locally for the application."""
+
+    destination_name: ServiceName
+    """The service to reach."""
+    local_bind_port: Port
+    """The local port the application connects to."""
+    local_bind_address: Text | None = None
+    """The local address to listen on; default 127.0.0.1."""
+    datacenter: Text | None = None
+    """The datacenter of the destination; default: this one."""
+    destination_type: Literal["service", "prepared_query"] = "service"
+
+
+class SidecarProxy(Model):
+    upstreams: list[Upstream] = Field(default_factory=list)
+    """Services the application reaches through the proxy."""
+    config: dict[str, Any] = Field(default_factory=dict)
+    """Free-form proxy configuration, passed to the proxy as it is."""
+
+
+class SidecarService(Model):
+    """A Connect sidecar proxy registered along with the service (``<id>-sidecar-proxy``), deregistered with it."""
+
+    port: Port | None = None
+    """The proxy's public port; default: one the agent picks from its sidecar port range."""
+    tags: list[Text] | None = None
+    """Default: the service's tags."""
+    meta: Meta | None = None
+    """Default: the service's meta."""
+    proxy: SidecarProxy = Field(default_factory=SidecarProxy)
+
+
+class Connect(Model):
+    """Consul Connect (service mesh) settings of a service."""
+
+    sidecar_service: SidecarService | None = None
+    """Register a sidecar proxy with the service."""
+    native: bool = False
+    """The service speaks Connect itself (no proxy)."""
+
+
+class ExternalNode(Model):
+    """A node no Consul agent runs on: the service is registered in the catalog, and its checks are run by
+    consul-esm (the node carries the ``external-node`` and ``external-probe`` meta it looks for)."""
+
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")]
+    """The node's name in the catalog."""
+    address: Text
+    """The node's address (an IP or a host name)."""
+    meta: Meta = Field(default_factory=dict)
+    """More node meta."""
+
+
 class Service(Model):
-    """One service instance registered with the local Consul agent."""
+    """One service instance: registered with the local Consul agent, or (with ``node``) in the catalog on an
+    external node."""
 
     name: ServiceName
     """The service name others discover it by."""
@@ -110,6 +170,24 @@ class Service(Model):
     """What ``consul-manifest run`` does with this service on SIGTERM; default: ``defaults.on_exit``."""
     enable_tag_override: bool = False
     """Let other tools change this service's tags in the catalog without the agent reverting them."""
+    tagged_addresses: dict[Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,63}$")], TaggedAddress] = Field(
+        default_factory=dict
+    )
+    """Other addresses of the service by tag: ``lan``, ``wan``, ``lan_ipv4``, ``wan_ipv6``..."""
+    connect: Connect | None = None
+    """Consul Connect: a sidecar proxy, or native."""
+    node: ExternalNode | None = None
+    """Register on this external node, in the catalog, instead of with the local agent."""
+
+    @model_validator(mode="after")
+    def _external_limits(self) -> Service:
+        if self.node is not None:
+            if self.connect is not None:
+                raise ValueError("a service on an external node cannot have connect: sidecars run with an agent")
+            bad = [c for c in self.checks if not isinstance(c, (HttpCheck, TcpCheck, GrpcCheck, TtlCheck))]
+            if bad:
+                raise ValueError("a service on an external node takes http, tcp, grpc and ttl checks (consul-esm's)")
+        return self
 
 
 class KV(Model):
@@ -234,6 +312,88 @@ class Reads(Model):
     """With ``stale``: the most a server may lag behind the leader for its answer to be used."""
 
 
+def _env_prefix(value: str) -> str:
+    if value and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", value):
+        raise ValueError(f"{value!r} cannot start an environment variable name (letters, digits, _)")
+    return value
+
+
+class EnvFromKV(Model):
+    """envconsul's way: one variable per key under a KV prefix."""
+
+    kv: Annotated[Text, AfterValidator(_dependency_key)]
+    """The prefix (ending with ``/``); nested keys are joined with ``_`` (``db/pool/size`` -> ``db_pool_size``)."""
+    prefix: Annotated[str, AfterValidator(_env_prefix)] = ""
+    """Put before every variable name, e.g. ``APP_``."""
+    upcase: bool = False
+    """Upper-case the names."""
+    datacenter: Text | None = None
+    """Read from this datacenter; default: the agent's own."""
+    optional: bool = False
+    """No key under the prefix (and no cached value) gives no variable instead of an error."""
+    max_age: Duration | None = None
+    """The oldest last-known-good values to use when Consul cannot answer."""
+
+    @field_validator("kv")
+    @classmethod
+    def _a_folder(cls, value: str) -> str:
+        if not value.endswith("/"):
+            raise ValueError("env_from.kv is a prefix: end it with '/'")
+        return value
+
+
+class EnvFromService(Model):
+    """A service as ``<NAME>_ADDRESS``, ``<NAME>_PORT`` and ``<NAME>_URL``."""
+
+    service: ServiceName
+    name: Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")] | None = None
+    """The variables' stem; default: the service name, upper-cased, ``-`` and ``.`` as ``_``."""
+    tag: Text | None = None
+    datacenters: list[Text] | None = Field(default=None, min_length=1)
+    strategy: Literal["health_weighted", "random", "round_robin", "first"] = "health_weighted"
+    scheme: Annotated[str, Field(pattern=r"^[a-z][a-z0-9+.-]*$")] = "http"
+    """The scheme of ``<NAME>_URL``."""
+    include_warning: bool = False
+    optional: bool = False
+    max_age: Duration | None = None
+
+
+def _env_from_kind(value: Any) -> str | None:
+    if isinstance(value, dict):
+        found = [k for k in ("service", "kv") if k in value]
+        return found[0] if len(found) == 1 else None
+    return "service" if isinstance(value, EnvFromService) else "kv" if isinstance(value, EnvFromKV) else None
+
+
+EnvFrom = Annotated[
+    Annotated[EnvFromService, Tag("service")] | Annotated[EnvFromKV, Tag("kv")],
+    Discriminator(
+        _env_from_kind,
+        custom_error_type="env_from_kind",
+        custom_error_message="an env_from entry is a map with exactly one of: service, kv",
+    ),
+]
+
+
+class Template(Model):
+    """A file rendered from a Jinja2 template (sandboxed) with Consul's data, as consul-template does."""
+
+    source: Text
+    """The template file, relative to the manifest's folder."""
+    destination: Text
+    """The file to write, relative to the manifest's folder; replaced atomically, only when its bytes change."""
+    perms: Annotated[str, Field(pattern=r"^0?[0-7]{3}$")] | None = None
+    """The new file's mode, e.g. ``"0644"``; default ``"0600"`` (an existing file keeps its mode)."""
+    command: Text | list[Text] | None = None
+    """Run after the file changed (``nginx -s reload``): a list runs without a shell, a text with ``sh -c``."""
+    command_timeout: Duration = "30s"
+    """How long the command may take before it is killed."""
+    wait: Wait | None = None
+    """With ``run``: render once changes settle."""
+    backup: bool = False
+    """Keep the previous file as ``<destination>.bak``."""
+
+
 class Outputs(Model):
     """Files the resolved dependencies are written to, relative to the manifest's folder."""
 
@@ -251,6 +411,8 @@ class Outputs(Model):
     wait: Wait | None = None
     """With ``run``: write the files once changes settle (``min`` of quiet, at the latest ``max``), instead of at
     every change."""
+    templates: list[Template] = Field(default_factory=list)
+    """Files rendered from templates (nginx upstreams, application configs), as consul-template does."""
 
 
 class Manifest(Model):
@@ -274,6 +436,10 @@ class Manifest(Model):
     """Where ``render`` and ``run`` write the resolved dependencies."""
     reads: Reads = Field(default_factory=Reads)
     """How the dependencies are read from Consul."""
+    env_from: list[EnvFrom] = Field(default_factory=list)
+    """envconsul's way: variables from every key under a KV prefix, or from a service."""
+    allow_script_checks: bool = False
+    """Allow script and docker checks, which run commands on the agent's host (the agent must allow them too)."""
 
 
 def effective_address(service: Service, defaults: Defaults) -> str | None:
@@ -287,3 +453,8 @@ def effective_service_id(service: Service, defaults: Defaults) -> str:
         return service.id
     parts = [service.name, effective_address(service, defaults), str(service.port) if service.port else None]
     return re.sub(r"[^A-Za-z0-9_.:@-]", "-", "-".join(p for p in parts if p))
+
+
+def env_from_stem(entry: EnvFromService) -> str:
+    """The stem of a service's variables: its ``name``, else the service name upper-cased (``-``, ``.`` as ``_``)."""
+    return entry.name or re.sub(r"[^A-Za-z0-9_]", "_", entry.service).upper()

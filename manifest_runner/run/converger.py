@@ -131,7 +131,7 @@ class Converger:
     def deregister_on_exit(self, desired: Mapping[str, DesiredState]) -> None:
         """Deregister the services whose ``on_exit`` is ``deregister`` (the default), keep the others."""
         for owner, state in desired.items():
-            leaving = {s.service_id for s in state.services if s.on_exit == "deregister"}
+            leaving = {s.service_id for s in state.services if s.on_exit == "deregister" and not s.node}
             if not leaving:
                 continue
             try:

@@ -72,7 +72,7 @@ class Watches:
     def start_heartbeats(self, desired: Iterable[DesiredState]) -> None:
         if self.client is None:
             return
-        checks = [check for d in desired for s in d.services for check in s.checks]
+        checks = [check for d in desired for s in d.services if not s.node for check in s.checks]
         self.beats = [b.start() for b in beats_for(self.client, checks, self.on_beat, self.on_check_lost)]
 
     def stop(self) -> None:

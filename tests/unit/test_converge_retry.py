@@ -22,6 +22,8 @@ def scripted_agent(lost_races: int):
             return answer(200, {})
         if request.path == "/v1/agent/checks":
             return answer(200, {})
+        if request.path == "/v1/catalog/nodes":
+            return answer(200, [], index=2)  # no external node registered by consul-manifest
         if request.path.startswith("/v1/kv/") and request.method == "GET":
             return answer(404, index=3)  # the direct reads that prove the tree reads are complete
         if request.path == "/v1/session/create":
