@@ -316,9 +316,10 @@ def resolve_or_exit(
     no_cache: bool,
     offline: bool,
     connection: dict[str, Any],
-) -> tuple[Any, Any]:
+) -> tuple[Any, Any, Any, Any]:
     """Validate, then resolve every dependency within ``budget`` seconds; print warnings; exit 1 when a required
-    dependency resolved from nothing (naming each one)."""
+    dependency resolved from nothing (naming each one). Returns the set, the resolution, the client (None
+    offline) and the cache folder."""
 
     from manifest_runner.errors import ManifestRunnerError
     from manifest_runner.resolve.delivery import require_all, resolve_set
@@ -334,7 +335,7 @@ def resolve_or_exit(
         require_all(resolution)
     except ManifestRunnerError as err:
         fail(err)
-    return manifest_set, resolution
+    return manifest_set, resolution, client, folder
 
 
 CHILD_OPTIONS = [
@@ -366,6 +367,17 @@ CHILD_OPTIONS = [
         default=10.0,
         show_default=True,
         help="Seconds the command has to exit after SIGTERM on a restart, before SIGKILL.",
+    ),
+    click.option(
+        "--pristine",
+        is_flag=True,
+        help="Give the command only the resolved variables, not consul-manifest's own environment (envconsul's).",
+    ),
+    click.option(
+        "--kill-signal",
+        default="SIGTERM",
+        show_default=True,
+        help="The signal that stops the command on a restart (then SIGKILL after --grace).",
     ),
     click.option(
         "--pass-token",

@@ -20,6 +20,7 @@ from manifest_runner.cli.common import (
     load_or_exit,
     resolve_or_exit,
     say_error,
+    say_warning,
     split_command,
     split_connection,
 )
@@ -57,12 +58,14 @@ def render(
     (nothing is written then).
     """
     from manifest_runner.errors import ManifestRunnerError
-    from manifest_runner.resolve.delivery import write_one, write_outputs
+    from manifest_runner.resolve.delivery import render_templates, write_one, write_outputs
 
-    manifest_set, resolution = resolve_or_exit(paths, budget, cache_dir, no_cache, offline, split_connection(kwargs))
+    connection = split_connection(kwargs)
+    manifest_set, resolution, client, folder = resolve_or_exit(paths, budget, cache_dir, no_cache, offline, connection)
+    has_templates = any(m.manifest.outputs.templates for m in manifest_set.manifests)
     try:
         if output is not None or not any(
-            m.manifest.outputs.env_file or m.manifest.outputs.json_file or m.manifest.outputs.yaml_file
+            m.manifest.outputs.env_file or m.manifest.outputs.json_file or m.manifest.outputs.yaml_file or has_templates
             for m in manifest_set.manifests
         ):
             write_one(resolution, output or "-", fmt, lambda text: click.echo(text, nl=False))
@@ -73,6 +76,20 @@ def render(
             click.echo(f"{'wrote' if changed else 'unchanged'} {path}", err=True)
     except ManifestRunnerError as err:
         fail(err)
+    failed = False
+    for outcome in render_templates(manifest_set, resolution, client, folder):
+        for fallback in outcome.fallbacks:
+            say_warning(f"{outcome.destination}: {fallback}")
+        if outcome.error is not None:
+            say_error(f"{outcome.destination}: not rendered: {outcome.error}")
+            failed = True
+            continue
+        click.echo(f"{'wrote' if outcome.changed else 'unchanged'} {outcome.destination}", err=True)
+        if outcome.command_exit not in (None, 0):
+            say_error(f"{outcome.destination}: the command exited {outcome.command_exit}")
+            failed = True
+    if failed:
+        sys.exit(1)
 
 
 @cli.command("exec", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
@@ -89,6 +106,8 @@ def exec_(
     splay: str,
     debounce: float | None,
     grace: float,
+    pristine: bool,
+    kill_signal: str,
     pass_token: bool,
     budget: float,
     cache_dir: str | None,
@@ -112,18 +131,33 @@ def exec_(
     if watch:
         boot = {"budget": budget, "cache_dir": cache_dir, "no_cache": no_cache, "offline": offline}
         timing = child_timing(wait, splay, debounce)
-        child = {"reload_signal": reload_signal, "grace": grace, "pass_token": pass_token, **timing}
+        child = {
+            "reload_signal": reload_signal,
+            "kill_signal": kill_signal,
+            "grace": grace,
+            "pass_token": pass_token,
+            "pristine": pristine,
+            **timing,
+        }
         sys.exit(_exec_watch(paths, list(command), boot, child, connection))
     import os
 
     from manifest_runner.resolve.delivery import child_environment
 
-    _, resolution = resolve_or_exit(paths, budget, cache_dir, no_cache, offline, connection)
-    environment = child_environment(resolution.all, pass_token=pass_token)
+    _, resolution, _, _ = resolve_or_exit(paths, budget, cache_dir, no_cache, offline, connection)
+    environment = child_environment(
+        [r for r in resolution.all if r.value is not None], pass_token=pass_token, pristine=pristine
+    )
     sys.stdout.flush()
     sys.stderr.flush()
+    import shutil
+
+    program = shutil.which(command[0]) or command[0]  # looked up on our PATH: a pristine environment has none
     try:
-        os.execvpe(command[0], list(command), environment)  # noqa: S606 - no shell: the user's argv as given
+        if "/" in program:
+            os.execve(program, list(command), environment)  # noqa: S606 - no shell: the user's argv as given
+        else:
+            os.execvpe(command[0], list(command), environment)  # noqa: S606 - no shell: the user's argv as given
     except FileNotFoundError:
         say_error(f"{command[0]}: command not found")
         sys.exit(127)
@@ -144,6 +178,10 @@ def _exec_watch(
         reload_number = signal_number(child["reload_signal"])
     except ValueError:
         raise click.BadParameter(f"unknown signal {child['reload_signal']!r}", param_hint="--signal") from None
+    try:
+        kill_number = signal_number(child["kill_signal"]) or 15
+    except ValueError:
+        raise click.BadParameter(f"unknown signal {child['kill_signal']!r}", param_hint="--kill-signal") from None
     manifest_set = load_or_exit(paths)
     client, offline_reason = boot_client(connection, boot["offline"])
     configure_logging("plain", "info")
@@ -160,6 +198,8 @@ def _exec_watch(
             grace=child["grace"],
             pass_token=child["pass_token"],
             splay=child["splay"],
+            pristine=child["pristine"],
+            kill_signal=kill_number,
         ),
         offline_reason=offline_reason,
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 from typing import Any
 
@@ -71,6 +72,8 @@ def run(
     splay: str,
     debounce: float | None,
     grace: float,
+    pristine: bool,
+    kill_signal: str,
     pass_token: bool,
     budget: float,
     cache_dir: str | None,
@@ -99,6 +102,10 @@ def run(
         reload_number = signal_number(reload_signal)
     except ValueError:
         raise click.BadParameter(f"unknown signal {reload_signal!r}", param_hint="--signal") from None
+    try:
+        kill_number = signal_number(kill_signal) or signal.SIGTERM
+    except ValueError:
+        raise click.BadParameter(f"unknown signal {kill_signal!r}", param_hint="--kill-signal") from None
     configure_logging(log_format, log_level)
     manifest_set = load_or_exit(paths)
     try:
@@ -119,6 +126,8 @@ def run(
             reload_number,
             grace=grace,
             pass_token=pass_token,
+            pristine=pristine,
+            kill_signal=kill_number,
             **child_timing(wait, splay, debounce),
         )
         if command

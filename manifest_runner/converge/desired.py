@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import ipaddress
 import json
 import re
 from collections.abc import Iterable, Mapping
@@ -89,13 +91,33 @@ def service_spec(owner: str, manifest: Manifest, service: Service) -> ServiceSpe
         enable_tag_override=service.enable_tag_override,
         checks=checks,
         on_exit=service.on_exit or defaults.on_exit,
-        tagged_addresses=tuple(sorted((tag, t.address, t.port) for tag, t in service.tagged_addresses.items())),
+        tagged_addresses=with_default_tagged_addresses(
+            {tag: (t.address, t.port) for tag, t in service.tagged_addresses.items()},
+            effective_address(service, defaults) or "",
+            service.port or 0,
+        ),
         connect=connect,
         node=node.name if node else "",
         node_address=node.address if node else "",
         node_meta=freeze({**node.meta, **EXTERNAL_NODE_META, MANAGED_BY_KEY: MANAGED_BY}) if node else (),
     )
     return _with_digest(spec)
+
+
+def with_default_tagged_addresses(
+    explicit: Mapping[str, tuple[str, int]], address: str, port: int
+) -> tuple[tuple[str, str, int], ...]:
+    """The tagged addresses as the agent keeps them: the explicit ones, plus ``lan_ipv4`` and ``wan_ipv4`` (or
+    ``_ipv6``) set to the service's address and port when the address is an IP and they were not given (the agent
+    adds them: without them here, every plan would see drift)."""
+    found = dict(explicit)
+    version: int = 0
+    with contextlib.suppress(ValueError):
+        version = ipaddress.ip_address(address).version
+    if version:
+        for tag in (f"lan_ipv{version}", f"wan_ipv{version}"):
+            found.setdefault(tag, (address, port))
+    return tuple(sorted((tag, a, p) for tag, (a, p) in found.items()))
 
 
 def connect_payload(connect: Connect) -> dict[str, Any]:

@@ -73,6 +73,12 @@ def load_manifests(paths: Sequence[str | os.PathLike[str]], environ: Mapping[str
             problems.extend(err.problems)
     if not problems:
         problems.extend(consistency_problems(loaded))
+    for item in loaded:
+        if item.manifest.outputs.templates:
+            from manifest_runner.manifest.templating import template_problems  # Jinja2 only when there are templates
+
+            known = set(item.manifest.dependencies)
+            problems.extend(template_problems(item.folder, str(item.file), item.manifest.outputs.templates, known))
     if problems:
         raise ManifestError(problems)
     return ManifestSet(tuple(loaded))

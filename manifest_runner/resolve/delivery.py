@@ -11,11 +11,13 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from manifest_runner.consul.client import ConsulClient
-from manifest_runner.errors import ResolveError
+from manifest_runner.errors import ConsulError, ResolveError
 from manifest_runner.manifest.loader import LoadedManifest, ManifestSet
 from manifest_runner.resolve.cache import LastKnownGood
+from manifest_runner.resolve.envfrom import all_dependencies, expand
 from manifest_runner.resolve.renderers import format_for, render
 from manifest_runner.resolve.resolver import Budget, Resolver, freshness_of
 from manifest_runner.resolve.result import Resolved
@@ -68,10 +70,10 @@ def resolve_set(
                 resolution.cache_problems.append(resolver.cache.problem)
         for loaded in selected:
             names = None if only is None else only[loaded.file]
-            dependencies = {n: d for n, d in loaded.manifest.dependencies.items() if names is None or n in names}
-            resolution.by_manifest[loaded.file] = resolver.resolve(
-                dependencies, budget, freshness_of(loaded.manifest.reads)
-            )
+            every = all_dependencies(loaded.manifest)
+            dependencies = {n: d for n, d in every.items() if names is None or n in names}
+            resolved = resolver.resolve(dependencies, budget, freshness_of(loaded.manifest.reads))
+            resolution.by_manifest[loaded.file] = expand(loaded.manifest, resolved)
         problem = resolver.cache.save()
         if problem:
             resolution.cache_problems.append(problem)
@@ -124,6 +126,48 @@ def write_outputs(
     return written
 
 
+def render_templates(
+    manifest_set: ManifestSet,
+    resolution: Resolution,
+    client: ConsulClient | None,
+    cache_dir: Path | None,
+    *,
+    run_commands: bool = True,
+) -> list[Any]:
+    """Every manifest's templates, rendered once (``render``): a list of ``templates.Rendered``."""
+    if not any(m.manifest.outputs.templates for m in manifest_set.manifests):
+        return []
+    from manifest_runner.resolve.templates import (  # Jinja2 only when there are templates
+        TemplateData,
+        load_remembered,
+        render_one,
+        save_remembered,
+    )
+
+    node = agent_node(client)
+    outcomes = []
+    for owner in manifest_set.owners:
+        remembered = load_remembered(cache_dir, owner)
+        for loaded in manifest_set.of_owner(owner):
+            variables = {r.name: r.value for r in resolution.by_manifest.get(loaded.file, []) if r.value is not None}
+            data = TemplateData(client, freshness_of(loaded.manifest.reads), remembered)
+            for template in loaded.manifest.outputs.templates:
+                outcomes.append(render_one(template, loaded.folder, data, variables, node, run_command=run_commands))
+        save_remembered(cache_dir, owner, remembered)
+    return outcomes
+
+
+def agent_node(client: ConsulClient | None) -> dict[str, str]:
+    """What ``node()`` gives a template: the agent's node name and datacenter (empty when Consul is away)."""
+    if client is None:
+        return {"name": "", "datacenter": ""}
+    try:
+        info = client.agent_self()
+    except ConsulError:
+        return {"name": "", "datacenter": ""}
+    return {"name": info.node_name, "datacenter": info.datacenter}
+
+
 def write_one(resolution: Resolution, target: str, fmt: str | None, echo: Callable[[str], None]) -> bool:
     """All dependencies into one file (``-``: standard output) in ``fmt`` (default: from the file name)."""
     items = merged(resolution)
@@ -137,11 +181,16 @@ TOKEN_VARIABLES = ("CONSUL_HTTP_TOKEN", "CONSUL_HTTP_TOKEN_FILE")
 
 
 def child_environment(
-    resolved: Sequence[Resolved], base: Mapping[str, str] | None = None, *, pass_token: bool = False
+    resolved: Sequence[Resolved],
+    base: Mapping[str, str] | None = None,
+    *,
+    pass_token: bool = False,
+    pristine: bool = False,
 ) -> dict[str, str]:
     """The environment of a child: the current one, with every resolved value set (values win). Our own ACL token
-    is not passed on unless asked (``--pass-token``): the application seldom needs Consul's credentials."""
-    env = dict(os.environ if base is None else base)
+    is not passed on unless asked (``--pass-token``): the application seldom needs Consul's credentials.
+    ``pristine`` (envconsul's): only the resolved values."""
+    env = {} if pristine else dict(os.environ if base is None else base)
     if not pass_token:
         for name in TOKEN_VARIABLES:
             env.pop(name, None)

@@ -29,6 +29,8 @@ class Resolved:
     """Why Consul did not give the value (when the source is not ``consul``)."""
     data: Any = field(default=None, compare=False)
     """For KV dependencies: the typed value (a map for a prefix), as the JSON output shows it."""
+    group: str = ""
+    """For variables of an ``env_from`` entry: the entry (they are replaced together)."""
 
     @property
     def failed(self) -> bool:

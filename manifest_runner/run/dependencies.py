@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,7 @@ from manifest_runner.consul.watchpool import Watch, WatchPool
 from manifest_runner.converge.state import kv_roots
 from manifest_runner.manifest.loader import ManifestSet
 from manifest_runner.manifest.model import Dependency, KVDependency, Reads
+from manifest_runner.resolve.envfrom import all_dependencies
 
 NOTHING = 'Service.ID == ""'
 """A filter no instance matches: the answer is ``[]``, its index the service's."""
@@ -58,6 +60,23 @@ def kv_fetch(prefix: str, datacenter: str | None, freshness: Freshness) -> Fetch
     return fetch
 
 
+@dataclass(frozen=True)
+class CatalogWatch:
+    """A watch of the catalog's service list (a template's ``services()``)."""
+
+    datacenter: str | None = None
+
+
+Watched = tuple[Dependency | CatalogWatch, Freshness]
+
+
+def catalog_fetch(datacenter: str | None, freshness: Freshness) -> Fetch:
+    def fetch(client: ConsulClient, index: int | None, wait: str) -> tuple[int, Any]:
+        return client.catalog_services(datacenter=datacenter, index=index, wait=wait)
+
+    return fetch
+
+
 def _notifier(notify: Callable[[set[str]], None], keys: set[str]) -> Callable[[Any], None]:
     frozen = frozenset(keys)
 
@@ -77,7 +96,7 @@ class DependencyWatch:
     def __init__(
         self,
         pool: WatchPool,
-        dependencies: Mapping[str, tuple[Dependency, Freshness]],
+        dependencies: Mapping[str, Watched],
         notify: Callable[[set[str]], None],
     ) -> None:
         self.pool = pool
@@ -86,8 +105,11 @@ class DependencyWatch:
         self.plan: list[tuple[str, Fetch, set[str]]] = []
         services: dict[tuple[str | None, str, Freshness], set[str]] = defaultdict(set)
         kv_by_place: dict[tuple[str | None, Freshness], dict[str, str]] = defaultdict(dict)
+        catalogs: dict[str | None, set[str]] = defaultdict(set)
         for key, (dependency, freshness) in dependencies.items():
-            if isinstance(dependency, KVDependency):
+            if isinstance(dependency, CatalogWatch):
+                catalogs[dependency.datacenter].add(key)
+            elif isinstance(dependency, KVDependency):
                 kv_by_place[(dependency.datacenter, freshness.for_kv())][key] = dependency.kv
             else:
                 places: list[str | None] = [*dependency.datacenters] if dependency.datacenters else [None]
@@ -102,6 +124,8 @@ class DependencyWatch:
             for root in kv_roots(kv_keys.values()):
                 under = {k for k, key in kv_keys.items() if key.startswith(root) or root.startswith(key)}
                 self.plan.append((f"kv {root or '/'}@{place or 'local'}", kv_fetch(root, place, freshness), under))
+        for place, keys in catalogs.items():
+            self.plan.append((f"catalog services@{place or 'local'}", catalog_fetch(place, LEADER), keys))
 
     def start(self) -> DependencyWatch:
         self.watches = [self.pool.add(name, fetch, _notifier(self.notify, keys)) for name, fetch, keys in self.plan]
@@ -122,13 +146,13 @@ class DependencyWatch:
         return sum(w.wakeups for w in self.watches)
 
 
-def dependency_keys(manifests: ManifestSet) -> dict[str, tuple[Dependency, Freshness]]:
+def dependency_keys(manifests: ManifestSet) -> dict[str, Watched]:
     """Every dependency of the set under a key naming its manifest (``<file>::<name>``), with its manifest's
     freshness."""
     return {
         f"{m.file}::{name}": (dep, watch_freshness(m.manifest.reads))
         for m in manifests.manifests
-        for name, dep in m.manifest.dependencies.items()
+        for name, dep in all_dependencies(m.manifest).items()
     }
 
 

@@ -22,6 +22,7 @@ from manifest_runner.resolve.resolver import Budget, Resolver
 from manifest_runner.resolve.result import Resolved
 from manifest_runner.run.dependencies import split_key
 from manifest_runner.run.telemetry import Metrics
+from manifest_runner.run.templates import RunningTemplates, template_of
 from manifest_runner.util.durations import parse_duration
 from manifest_runner.util.quiescence import Quiescence
 
@@ -38,10 +39,12 @@ class DependencyOutputs:
         *,
         offline_reason: str = "Consul was not asked (--offline)",
         pass_token: bool = False,
+        pristine: bool = False,
     ) -> None:
         self.client = client
         self.offline_reason = offline_reason
         self.pass_token = pass_token
+        self.pristine = pristine
         self.cache_dir = cache_dir
         self.budget = budget
         self.metrics = metrics
@@ -49,20 +52,27 @@ class DependencyOutputs:
         self.outcomes: dict[tuple[Path, str], Resolved] = {}
         self.pending: dict[Path, tuple[LoadedManifest, Quiescence]] = {}
         self.written: set[Path] = set()
+        self.templates = RunningTemplates(client, cache_dir, on_render=self._template_rendered)
 
     def keep_only(self, manifests: ManifestSet) -> None:
         """Forget the outcomes of manifests that are no longer in force."""
         files = {m.file for m in manifests.manifests}
         self.outcomes = {k: v for k, v in self.outcomes.items() if k[0] in files}
         self.pending = {f: p for f, p in self.pending.items() if f in files}
+        self.templates.keep_only(manifests)
 
     def refresh(self, manifests: ManifestSet, keys: Iterable[str] | None) -> bool:
         """Resolve again the dependencies named by ``keys`` (all when None); rewrite the outputs of the manifests
         where a value changed. Returns whether any value changed."""
         only: dict[Path, set[str]] | None = None
+        templates: set[tuple[Path, int]] | None = None
         if keys is not None:
-            only = {}
+            only, templates = {}, set()
             for key in keys:
+                template = template_of(key)
+                if template is not None:
+                    templates.add(template)
+                    continue
                 file, name = split_key(key)
                 only.setdefault(file, set()).add(name)
         resolution = resolve_set(
@@ -82,6 +92,10 @@ class DependencyOutputs:
             if m.file in resolution.by_manifest and self._record(m.file, resolution.by_manifest[m.file])
         ]
         now = time.monotonic()
+        if templates is not None:
+            templates |= self.templates.of_manifests({m.file for m in changed})
+        if templates is None or templates:
+            self.templates.changed(templates, now, self.variables())
         for loaded in changed:
             wait = loaded.manifest.outputs.wait
             if wait is None or loaded.file not in self.written:
@@ -99,6 +113,8 @@ class DependencyOutputs:
     def deadline(self) -> float | None:
         """When the next settled output is due (monotonic seconds), if any is pending."""
         deadlines = [d for _, quiet in self.pending.values() if (d := quiet.deadline()) is not None]
+        if (template := self.templates.deadline()) is not None:
+            deadlines.append(template)
         return min(deadlines) if deadlines else None
 
     def flush(self, now: float) -> None:
@@ -107,16 +123,37 @@ class DependencyOutputs:
             if quiet.due(now):
                 del self.pending[file]
                 self._render(loaded)
+        self.templates.flush(now, self.variables())
+
+    def _template_rendered(self, _path: Path, changed: bool) -> None:
+        if changed:
+            self.metrics.inc("consul_manifest_renders_total")
+
+    def variables(self) -> dict[Path, dict[str, str]]:
+        """Each manifest's resolved values by name (what its templates see)."""
+        found: dict[Path, dict[str, str]] = {}
+        for (file, name), item in self.outcomes.items():
+            if item.value is not None:
+                found.setdefault(file, {})[name] = item.value
+        return found
 
     def failed(self) -> list[Resolved]:
         return [item for item in self.outcomes.values() if item.failed]
 
     def environment(self) -> dict[str, str]:
         """The environment of a supervised command: the current one with every resolved value set."""
-        return child_environment(list(self.outcomes.values()), pass_token=self.pass_token)
+        values = [item for item in self.outcomes.values() if item.value is not None]
+        return child_environment(values, pass_token=self.pass_token, pristine=self.pristine)
 
     def _record(self, path: Path, items: list[Resolved]) -> bool:
         changed = False
+        for group in {item.group for item in items if item.group}:  # an env_from entry's variables, replaced whole
+            gone = [k for k, v in self.outcomes.items() if k[0] == path and v.group == group]
+            fresh = {item.name for item in items if item.group == group}
+            for key in gone:
+                if key[1] not in fresh:
+                    del self.outcomes[key]
+                    changed = True
         for item in items:
             self.metrics.inc("consul_manifest_resolutions_total", source=item.source)
             previous = self.outcomes.get((path, item.name))
@@ -130,11 +167,9 @@ class DependencyOutputs:
         return changed
 
     def _render(self, loaded: LoadedManifest) -> None:
-        items = [
-            self.outcomes[(loaded.file, name)]
-            for name in sorted(loaded.manifest.dependencies)
-            if (loaded.file, name) in self.outcomes
-        ]
+        items = sorted(
+            (item for (file, _), item in self.outcomes.items() if file == loaded.file), key=lambda item: item.name
+        )
         self.written.add(loaded.file)
         failed = [item for item in items if item.failed]
         if failed:

@@ -71,6 +71,7 @@ class Runner:
             self.metrics,
             offline_reason=options.offline_reason,
             pass_token=options.child is not None and options.child.pass_token,
+            pristine=options.child is not None and options.child.pristine,
         )
         self.converger: Converger | None = None
         self.files: ManifestFiles | None = None
@@ -111,6 +112,7 @@ class Runner:
         try:
             self._adopt(self.manifests)
             self.outputs.refresh(self.manifests, None)
+            self.watches.set_extra(self.outputs.templates.watches())
             if self.options.require_values and self.outputs.failed():
                 names = ", ".join(sorted(item.name for item in self.outputs.failed()))
                 log.error("no value for %s (and no fallback): the command is not started", names)
@@ -141,6 +143,7 @@ class Runner:
                     self._refresh(None)
             self._when_due(batch)
             self.outputs.flush(time.monotonic())
+            self.watches.set_extra(self.outputs.templates.watches())
             if self.supervisor is not None:
                 self.supervisor.act(time.monotonic(), self.outputs.environment())
 
@@ -196,7 +199,9 @@ class Runner:
 
     def _refresh(self, keys: set[str] | None) -> None:
         started = time.monotonic()
-        if self.outputs.refresh(self.manifests, keys):
+        changed = self.outputs.refresh(self.manifests, keys)
+        self.watches.set_extra(self.outputs.templates.watches())
+        if changed:
             if keys is not None:
                 self.metrics.observe("consul_manifest_watch_latency_seconds", time.monotonic() - started)
             if self.supervisor is not None:

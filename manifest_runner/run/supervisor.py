@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
 import signal
 import subprocess
 from collections.abc import Sequence
@@ -60,7 +61,9 @@ class Child:
 
     def start(self, environment: dict[str, str]) -> None:
         self.environment = dict(environment)
-        self.process = subprocess.Popen(list(self.command), env=environment, process_group=0)
+        argv = list(self.command)
+        argv[0] = shutil.which(argv[0]) or argv[0]  # looked up on our PATH: a pristine environment has none
+        self.process = subprocess.Popen(argv, env=environment, process_group=0)
         log.info("started %s (pid %d)", self.command[0], self.process.pid)
 
     def poll(self) -> int | None:
@@ -85,8 +88,8 @@ class Child:
                 self.process.wait()
         return self.process.returncode
 
-    def restart(self, environment: dict[str, str]) -> None:
-        self.stop()
+    def restart(self, environment: dict[str, str], signum: int = signal.SIGTERM) -> None:
+        self.stop(signum)
         self.restarts += 1
         self.start(environment)
 
@@ -108,6 +111,10 @@ class ChildOptions:
     """Pass CONSUL_HTTP_TOKEN on to the command (it is removed from its environment otherwise)."""
     splay: float = 0.0
     """A random delay of up to this many seconds before acting (drawn once per burst): spreads a fleet's restarts."""
+    pristine: bool = False
+    """Only the resolved variables in the command's environment."""
+    kill_signal: int = signal.SIGTERM
+    """The signal that stops the command on a restart."""
 
 
 class Supervisor:
@@ -116,6 +123,7 @@ class Supervisor:
     def __init__(self, options: ChildOptions) -> None:
         self.child = Child(options.command, options.grace)
         self.reload_signal = options.reload_signal
+        self.kill_signal = options.kill_signal
         self.quiet = Quiescence(options.wait_min, options.wait_max, options.splay)
 
     def start(self, environment: dict[str, str]) -> None:
@@ -153,7 +161,7 @@ class Supervisor:
             self.child.send(self.reload_signal)
         else:
             log.info("dependencies changed (%s): restarting %s", ", ".join(changed), command)
-            self.child.restart(environment)
+            self.child.restart(environment, self.kill_signal)
 
     def stop(self, signum: int = signal.SIGTERM) -> int:
         return exit_code(self.child.stop(signum) or 0)

@@ -17,7 +17,7 @@ from manifest_runner.consul.watchpool import WatchPool, connections_for
 from manifest_runner.converge.state import DesiredState
 from manifest_runner.errors import ConsulError
 from manifest_runner.manifest.loader import ManifestSet
-from manifest_runner.run.dependencies import DependencyWatch, dependency_keys
+from manifest_runner.run.dependencies import DependencyWatch, Watched, dependency_keys
 from manifest_runner.run.drift import DriftWatch
 from manifest_runner.run.probes import beats_for
 
@@ -46,6 +46,9 @@ class Watches:
         self.dependencies: DependencyWatch | None = None
         self.beats: list[TtlHeartbeat] = []
         self.pool: WatchPool | None = None
+        self.extra: dict[str, Watched] = {}
+        """Watches besides the manifests' dependencies: what the templates read."""
+        self.manifests: ManifestSet | None = None
 
     def _pool(self, client: ConsulClient) -> WatchPool:
         """The dependencies' connections, sized once from the agent's per-client limit."""
@@ -62,12 +65,29 @@ class Watches:
         """Stop what was watched, watch these manifests, and wait (briefly) for every starting index."""
         self.stop()
         loops: list[BlockingLoop] = self.drift.start(desired) if self.drift is not None else []
-        watched = dependency_keys(manifests)
+        self.manifests = manifests
+        watched = {**dependency_keys(manifests), **self.extra}
         if watched and self.client is not None:
             self.dependencies = DependencyWatch(self._pool(self.client), watched, self.on_dependencies).start()
         ready = wait_ready(loops) and (self.dependencies is None or self.dependencies.wait_ready())
         if not ready:
             log.warning("some watches have no starting index yet; the resync will catch what they miss")
+
+    def set_extra(self, extra: dict[str, Watched]) -> None:
+        """Watch what the templates read now (restarting the dependency watch when that changed)."""
+        if extra == self.extra or self.manifests is None:
+            return
+        self.extra = dict(extra)
+        if self.client is None:
+            return
+        if self.dependencies is not None:
+            self.dependencies.stop()
+            self.dependencies = None
+        watched = {**dependency_keys(self.manifests), **self.extra}
+        if watched:
+            self.dependencies = DependencyWatch(self._pool(self.client), watched, self.on_dependencies).start()
+            if not self.dependencies.wait_ready():
+                log.warning("some watches have no starting index yet; the resync will catch what they miss")
 
     def start_heartbeats(self, desired: Iterable[DesiredState]) -> None:
         if self.client is None:

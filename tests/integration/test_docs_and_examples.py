@@ -42,12 +42,19 @@ def test_the_readme_manifest_is_valid(tmp_path: Path) -> None:
     assert loaded.manifests[0].owner == "billing"
 
 
-@pytest.mark.parametrize("example", sorted((ROOT / "examples").glob("*.yaml")), ids=lambda p: p.name)
+EXAMPLES = sorted((ROOT / "examples").glob("**/*.yaml"))
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: str(p.relative_to(ROOT / "examples")))
 def test_each_example_applies_plans_clean_renders_and_destroys(
     fresh_consul: DevAgent, tmp_path: Path, example: Path
 ) -> None:
-    copy = tmp_path / example.name
-    shutil.copy(example, copy)
+    if example.parent != ROOT / "examples":  # an example with its own folder (templates)
+        shutil.copytree(example.parent, tmp_path / example.parent.name)
+        copy = tmp_path / example.parent.name / example.name
+    else:
+        copy = tmp_path / example.name
+        shutil.copy(example, copy)
     env = {**ENV, "CONSUL_MANIFEST_CACHE_DIR": str(tmp_path / "cache")}
     applied = run_cli(fresh_consul, "apply", str(copy), extra_env=env)
     assert applied.exit_code == 0, applied.output

@@ -165,7 +165,7 @@ def test_checks_field_by_field_and_causes(consul: DevAgent, tmp_path: Path, uniq
             "Meta": registered["Meta"],
             "Checks": [
                 {"CheckID": f"service:{owner}:1", "HTTP": "http://127.0.0.1:1/h", "Interval": "10s"},
-                {"CheckID": f"service:{owner}:2", "HTTP": "http://127.0.0.1:1/other", "Interval": "10s"},
+                {"CheckID": f"service:{owner}:beat", "HTTP": "http://127.0.0.1:1/other", "Interval": "10s"},
             ],
         },
     )
