@@ -260,7 +260,15 @@ class BaseClient:
         if not wanted or path == "/v1/agent/self":
             return []
         if self._enterprise is None:
-            self._enterprise = "+ent" in self.version()
+            try:
+                self._enterprise = "+ent" in self.version()
+            except ConsulRefused:
+                raise ConsulUnsupportedFeature(
+                    "a namespace or partition is asked, and whether this Consul is Consul Enterprise cannot be told "
+                    "(the token may not read /v1/agent/self: agent:read is needed); Consul without namespaces would "
+                    "ignore it and use the default namespace; nothing was sent",
+                    operation=path,
+                ) from None
         if not self._enterprise:
             names = ", ".join(f"{'namespace' if n == 'ns' else 'partition'} {v!r}" for n, v in wanted)
             raise ConsulUnsupportedFeature(

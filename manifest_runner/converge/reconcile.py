@@ -18,8 +18,8 @@ from manifest_runner.converge.apply import ActionResult, ApplyReport, execute
 from manifest_runner.converge.observe import observe
 from manifest_runner.converge.planner import DEFAULT_POLICY, Plan, PlanPolicy, plan
 from manifest_runner.converge.state import DesiredState, ObservedState
-from manifest_runner.converge.versions import unsupported
-from manifest_runner.errors import ConsulUnsupportedFeature, ManifestRunnerError
+from manifest_runner.converge.versions import gated, unsupported
+from manifest_runner.errors import ConsulRefused, ConsulUnsupportedFeature, ManifestRunnerError
 from manifest_runner.marks import lock_key
 from manifest_runner.util.cancel import Cancel
 
@@ -48,9 +48,13 @@ class PlanStale(ManifestRunnerError):
 
 def require_supported(client: ConsulClient, desired: DesiredState) -> None:
     """Refuse, before any write, a desired state with fields the agent's Consul version does not take."""
-    if not any(service.checks for service in desired.services):
+    if not gated(desired):
         return
-    problems = unsupported(desired, client.version())
+    try:
+        version = client.version()
+    except ConsulRefused:
+        return  # a token without agent:read: the agent will refuse what it does not know, in its own words
+    problems = unsupported(desired, version)
     if problems:
         raise ConsulUnsupportedFeature("; ".join(problems) + "; nothing was sent", operation="GET /v1/agent/self")
 

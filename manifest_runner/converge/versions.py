@@ -25,6 +25,11 @@ def parse_version(text: str) -> tuple[int, int, int]:
     return major, minor, patch
 
 
+def gated(desired: DesiredState) -> bool:
+    """Whether ``desired`` uses any field that some Consul versions do not take (only then is the version asked)."""
+    return any(name in check.fields() for s in desired.services for check in s.checks for name in CHECK_FIELDS)
+
+
 def unsupported(desired: DesiredState, version: str) -> list[str]:
     """Every field of ``desired`` that the Consul of ``version`` does not take, one line each."""
     have = parse_version(version)

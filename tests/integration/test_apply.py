@@ -182,9 +182,10 @@ def test_an_unchanged_apply_sends_no_write(consul: DevAgent, tmp_path: Path, uni
     outcome = converge(client, desired)
     assert outcome.report is None
     assert not outcome.plan.has_changes
-    # reads only: the agent's services and checks, one read-only transaction, and the direct reads that prove the
-    # transaction saw everything (the record, and each KV root: here one)
-    assert client.request_counts() == {"GET": 4, "PUT": 1}
+    # reads only: the agent's services and checks, the external nodes this tool registered, one read-only
+    # transaction, and the direct reads that prove the transaction saw everything (the record, and each KV root:
+    # here one)
+    assert client.request_counts() == {"GET": 5, "PUT": 1}
     assert client.request_counts(by_path=True)["PUT /v1/txn"] == 1
     assert run_cli(consul, "apply", str(path)).exit_code == EXIT_OK
     assert indexes(consul) == before
