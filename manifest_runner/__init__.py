@@ -29,6 +29,7 @@ if TYPE_CHECKING:
         SettingsError,
     )
     from manifest_runner.library.election import Election
+    from manifest_runner.library.pyconsul import py_consul
     from manifest_runner.library.registry import ConsulRegistry, ServiceNotFound
     from manifest_runner.manifest.loader import LoadedManifest, ManifestSet, load_manifests
     from manifest_runner.manifest.model import Manifest
@@ -55,6 +56,7 @@ _LAZY = {
     "ResolveError": "manifest_runner.errors",
     "SettingsError": "manifest_runner.errors",
     "load_manifests": "manifest_runner.manifest.loader",
+    "py_consul": "manifest_runner.library.pyconsul",
 }
 
 __all__ = [
@@ -80,6 +82,7 @@ __all__ = [
     "SettingsError",
     "__version__",
     "load_manifests",
+    "py_consul",
 ]
 
 

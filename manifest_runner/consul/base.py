@@ -194,6 +194,42 @@ class BaseClient:
         raise_for_status(answer, operation, path)
         return answer
 
+    def exchange(
+        self,
+        method: str,
+        path: str,
+        params: Iterable[tuple[str, Any]] | None = None,
+        data: str | bytes | None = None,
+        *,
+        headers: Mapping[str, str] | None = None,
+        timeout: float,
+    ) -> Answer:
+        """One request whose answer, whatever its status, is returned as it is (for py-consul, whose callbacks judge
+        statuses themselves); only a request that gets no answer raises. ``timeout`` is the whole request's, as
+        given (not capped by the settings': py-consul's own timeouts apply on its bridge)."""
+        params = [*(params or []), *self._tenancy(path)]
+        operation = f"{method} {path}"
+        all_headers = dict(headers or {})
+        if self._token and "X-Consul-Token" not in all_headers:
+            all_headers["X-Consul-Token"] = self._token
+        with self._counts_lock:
+            self.counts[method] = self.counts.get(method, 0) + 1
+            self.counts_by_path[operation] = self.counts_by_path.get(operation, 0) + 1
+        try:
+            answer = self._transport.request(method, path, params, data, headers=all_headers, timeout=timeout)
+        except TransportError as err:
+            where = self.endpoint.url
+            if err.kind == "tls":
+                raise ConsulRefused(f"TLS handshake with {where} failed: {err.reason}", operation=operation) from None
+            if err.kind == "timeout":
+                raise ConsulUnavailable(f"no answer from {where} within {timeout:g}s", operation=operation) from None
+            if err.kind == "too_large":
+                raise ConsulProtocolError(f"{err.reason}; is this a Consul agent?", operation=operation) from None
+            raise AgentUnreachable(f"cannot reach Consul at {where}: {err.reason}", operation=operation) from None
+        with self._counts_lock:
+            self.bytes_received += answer.wire
+        return answer
+
     def read(
         self,
         method: str,
