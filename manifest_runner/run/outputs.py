@@ -157,6 +157,8 @@ class DependencyOutputs:
         for item in items:
             self.metrics.inc("consul_manifest_resolutions_total", source=item.source)
             previous = self.outcomes.get((path, item.name))
+            value_changed = previous is None or previous.value != item.value
+            self.metrics.dependency(path.name, item.name, item.source, time.time() if value_changed else None)
             if not item.same_outcome(previous):
                 changed = True
                 if item.source != "consul":

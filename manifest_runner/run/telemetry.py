@@ -103,58 +103,116 @@ def configure_logging(fmt: str = "text", level: str = "info") -> None:
 
 
 class Metrics:
-    """Counters and gauges, thread-safe, rendered in Prometheus' text format."""
+    """The runner's metrics, kept and exposed by ``prometheus_client`` (one registry per runner): the exposition is
+    the reference one (full-precision floats, ``# HELP`` and ``# TYPE``, counters ending in ``_total``)."""
 
-    HELP: ClassVar[dict[str, tuple[str, str]]] = {
-        "consul_manifest_syncs_total": ("counter", "Reconciliations of an owner with Consul."),
-        "consul_manifest_sync_errors_total": ("counter", "Reconciliations that failed."),
-        "consul_manifest_actions_total": ("counter", "Writes applied to Consul, by operation."),
-        "consul_manifest_drift_repaired_total": ("counter", "Writes that repaired drift after the first sync."),
-        "consul_manifest_renders_total": ("counter", "Output files rewritten."),
-        "consul_manifest_resolutions_total": ("counter", "Dependency resolutions, by source."),
-        "consul_manifest_watch_wakeups_total": ("counter", "Blocking queries that returned."),
-        "consul_manifest_heartbeats_total": ("counter", "TTL updates sent, by status."),
-        "consul_manifest_converged": ("gauge", "1 when the last reconciliation of every owner succeeded."),
-        "consul_manifest_last_sync_timestamp_seconds": ("gauge", "When the last successful reconciliation ended."),
-        "consul_manifest_watch_latency_seconds": ("summary", "From a watch waking up to the outputs written."),
+    COUNTERS: ClassVar[dict[str, tuple[str, tuple[str, ...]]]] = {
+        "consul_manifest_syncs": ("Reconciliations of an owner with Consul.", ()),
+        "consul_manifest_sync_errors": ("Reconciliations that failed.", ()),
+        "consul_manifest_actions": ("Writes applied to Consul, by operation.", ("op",)),
+        "consul_manifest_drift_repaired": ("Writes that repaired drift after the first sync.", ()),
+        "consul_manifest_renders": ("Output files rewritten.", ()),
+        "consul_manifest_resolutions": ("Dependency resolutions, by source.", ("source",)),
+        "consul_manifest_heartbeats": ("TTL updates sent, by status.", ("status",)),
+        "consul_manifest_dependency_errors": (
+            "Resolutions of a dependency that did not come from Consul (cache, fallback or nothing), and why.",
+            ("manifest", "dependency", "source"),
+        ),
     }
+    GAUGES: ClassVar[dict[str, tuple[str, tuple[str, ...]]]] = {
+        "consul_manifest_converged": ("1 when the last reconciliation of every owner succeeded.", ()),
+        "consul_manifest_last_sync_timestamp_seconds": ("When the last successful reconciliation ended.", ()),
+        "consul_manifest_dependency_source": (
+            "1 for the source a dependency's current value came from (consul, cache, fallback, none).",
+            ("manifest", "dependency", "source"),
+        ),
+        "consul_manifest_dependency_last_change_timestamp_seconds": (
+            "When a dependency's value last changed.",
+            ("manifest", "dependency"),
+        ),
+    }
+    SUMMARIES: ClassVar[dict[str, str]] = {
+        "consul_manifest_watch_latency_seconds": "From a watch waking up to the outputs written.",
+    }
+    SOURCES = ("consul", "cache", "fallback", "none")
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._values: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Summary
+
+        self.registry = CollectorRegistry()
+        self._extra: dict[str, float] = {}
+        self._metrics: dict[str, Any] = {}
+        for name, (text, labels) in self.COUNTERS.items():
+            self._metrics[name] = Counter(name, text, labels, registry=self.registry)
+        for name, (text, labels) in self.GAUGES.items():
+            self._metrics[name] = Gauge(name, text, labels, registry=self.registry)
+        for name, text in self.SUMMARIES.items():
+            self._metrics[name] = Summary(name, text, registry=self.registry)
+        self.registry.register(_Extra(self._extra))
+
+    def _metric(self, name: str, labels: dict[str, str]) -> Any:
+        metric = self._metrics[name.removesuffix("_total")]
+        return metric.labels(**labels) if labels else metric
 
     def inc(self, name: str, amount: float = 1.0, **labels: str) -> None:
-        key = (name, tuple(sorted(labels.items())))
-        with self._lock:
-            self._values[key] = self._values.get(key, 0.0) + amount
+        self._metric(name, labels).inc(amount)
 
     def set(self, name: str, value: float, **labels: str) -> None:
-        with self._lock:
-            self._values[(name, tuple(sorted(labels.items())))] = value
-
-    def get(self, name: str, **labels: str) -> float:
-        with self._lock:
-            return self._values.get((name, tuple(sorted(labels.items()))), 0.0)
+        self._metric(name, labels).set(value)
 
     def observe(self, name: str, seconds: float) -> None:
-        self.inc(f"{name}_count")
-        self.inc(f"{name}_sum", seconds)
+        self._metric(name, {}).observe(seconds)
+
+    def get(self, name: str, **labels: str) -> float:
+        value = self.registry.get_sample_value(name, labels)
+        return 0.0 if value is None else float(value)
+
+    def dependency(self, manifest: str, dependency: str, source: str, changed_at: float | None) -> None:
+        """A dependency's current source (and when its value changed, if it did now)."""
+        for each in self.SOURCES:
+            self.set(
+                "consul_manifest_dependency_source",
+                1.0 if each == source else 0.0,
+                manifest=manifest,
+                dependency=dependency,
+                source=each,
+            )
+        if source != "consul":
+            self.inc("consul_manifest_dependency_errors_total", manifest=manifest, dependency=dependency, source=source)
+        if changed_at is not None:
+            self.set(
+                "consul_manifest_dependency_last_change_timestamp_seconds",
+                changed_at,
+                manifest=manifest,
+                dependency=dependency,
+            )
 
     def render(self, extra: dict[str, float] | None = None) -> str:
-        with self._lock:
-            values = dict(self._values)
-        for name, value in (extra or {}).items():
-            values[(name, ())] = value
-        lines = []
-        for name, (kind, text) in self.HELP.items():
-            lines += [f"# HELP {name} {text}", f"# TYPE {name} {kind}"]
-            for (metric, labels), value in sorted(values.items()):
-                base = metric.removesuffix("_count").removesuffix("_sum") if kind == "summary" else metric
-                if base != name:
-                    continue
-                label_text = "{" + ",".join(f'{k}="{v}"' for k, v in labels) + "}" if labels else ""
-                lines.append(f"{metric}{label_text} {value:g}")
-        return "\n".join(lines) + "\n"
+        from prometheus_client import generate_latest
+
+        self._extra.clear()
+        self._extra.update(extra or {})
+        return generate_latest(self.registry).decode("utf-8")
+
+
+class _Extra:
+    """Counters kept elsewhere (the watches' wake-ups), read when scraped."""
+
+    HELP: ClassVar[dict[str, str]] = {"consul_manifest_watch_wakeups": "Blocking queries that returned."}
+
+    def __init__(self, values: dict[str, float]) -> None:
+        self.values = values
+
+    def collect(self) -> Any:
+        from prometheus_client.core import CounterMetricFamily
+
+        for name, text in self.HELP.items():
+            family = CounterMetricFamily(name, text)
+            family.add_metric([], self.values.get(f"{name}_total", 0.0))
+            yield family
+
+    def describe(self) -> list[Any]:
+        return []
 
 
 def parse_listen(address: str) -> tuple[str, int]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import signal
 import threading
+import time
 import urllib.request
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -256,3 +257,35 @@ def test_run_supervises_a_command(consul: DevAgent, tmp_path: Path, unique: str)
         kv_put(consul, f"{unique}/v", "two")
         wait_for(lambda: "start two" in log.read_text(), what="the command restarted with the new value")
         assert run.stop() == 0, run.output()
+
+
+def test_metrics_parse_as_prometheus_exposition(consul: DevAgent, tmp_path: Path, unique: str) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    owner = f"prom-{unique}"
+    path = write(
+        tmp_path,
+        "m.yaml",
+        manifest(owner, second=False) + f"dependencies:\n  DB: {{service: nothing-{unique}, fallback: 'x:1'}}\n",
+    )
+    port = free_port()
+    with RunProcess(consul.http_addr, ["--no-cache", "--listen", f"127.0.0.1:{port}", str(path)], tmp_path) as run:
+
+        def scraped() -> dict[str, list[tuple[dict[str, str], float]]] | None:
+            text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics").read().decode()
+            families: dict[str, list[tuple[dict[str, str], float]]] = {}
+            for family in text_string_to_metric_families(text):
+                for sample in family.samples:
+                    families.setdefault(sample.name, []).append((dict(sample.labels), sample.value))
+            synced = families.get("consul_manifest_last_sync_timestamp_seconds", [({}, 0.0)])[0][1]
+            return families if synced > 0 and "consul_manifest_dependency_source" in families else None
+
+        families = wait_for(scraped, what="metrics after the first sync")
+        synced = families["consul_manifest_last_sync_timestamp_seconds"][0][1]
+        assert abs(synced - time.time()) < 60  # full precision: 1.79605e+09 would be off by thousands of seconds
+        sources = {labels["source"]: value for labels, value in families["consul_manifest_dependency_source"]}
+        assert sources == {"consul": 0.0, "cache": 0.0, "fallback": 1.0, "none": 0.0}
+        assert families["consul_manifest_dependency_errors_total"][0][1] >= 1
+        assert families["consul_manifest_dependency_last_change_timestamp_seconds"][0][0]["dependency"] == "DB"
+        assert "consul_manifest_syncs_total" in families and "consul_manifest_watch_wakeups_total" in families
+        assert run.stop() == 0
