@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +22,12 @@ from manifest_runner.cli.common import (
     exit_code_for,
     fail,
     load_or_exit,
+    quiet,
     say_error,
+    say_requests,
     say_warning,
     split_connection,
+    verbosity_options,
 )
 
 SET_OPTION = click.option(
@@ -59,6 +64,7 @@ LOCK_TIMEOUT_OPTION = click.option(
 @click.option("--out", "out", type=click.Path(dir_okay=False), help="Save the plan (JSON) for apply --plan FILE.")
 @OUTPUT_OPTION
 @click.option("--detailed-exitcode", is_flag=True, help="Exit 2 when changes are pending, 0 when none.")
+@verbosity_options
 @connection_options
 def plan(
     paths: tuple[str, ...],
@@ -99,6 +105,7 @@ def plan(
         click.echo(view.document_text(document))
     else:
         show_plans(plans, found)
+    say_requests(client)
     if any(p.conflicts for p in plans):
         sys.exit(EXIT_FAILED)
     if detailed_exitcode and document["changes"]:
@@ -113,6 +120,8 @@ def show_plans(plans: list[Any], found: Any) -> None:
         lines = view.plan_lines(one)
         if work.orphan:
             lines[0] = f"owner {one.owner}: its manifest is gone from the apply set {found.apply_set.name!r}"
+        if quiet():
+            lines = [f"owner {one.owner}: {view.summary(one)}"]
         for line in lines:
             printer.line(line)
     for owner, folder in sorted(found.gone.items()):
@@ -203,6 +212,7 @@ def save_plan(
 @click.option("--dry-run", is_flag=True, help="Show the plan and apply nothing.")
 @LOCK_TIMEOUT_OPTION
 @OUTPUT_OPTION
+@verbosity_options
 @connection_options
 def apply(
     paths: tuple[str, ...],
@@ -287,6 +297,7 @@ def read_saved_plan(plan_file: str) -> tuple[tuple[str, ...], Any, dict[str, Any
 @click.option("--dry-run", is_flag=True, help="Show what would be removed and remove nothing.")
 @LOCK_TIMEOUT_OPTION
 @OUTPUT_OPTION
+@verbosity_options
 @connection_options
 def destroy(paths: tuple[str, ...], yes: bool, dry_run: bool, lock_timeout: float, output: str, **kwargs: Any) -> None:
     """Remove everything these manifests' owners created (their services on this agent, their keys, their records
@@ -328,8 +339,6 @@ def converge_command(
 ) -> None:
     """apply and destroy: validate everything, then converge every owner (several at once, each under its own
     lock); exit with the documented code."""
-    import threading
-
     from manifest_runner.converge import pipeline, view
     from manifest_runner.errors import ManifestError, ManifestRunnerError
 
@@ -352,17 +361,7 @@ def converge_command(
         check_datacenter(client)
         found = pipeline.scope(client, manifest_set, request)
         if expected is not None:
-            stale = [
-                w.desired.owner
-                for w in found.work
-                if expected.get(w.desired.owner, {}).get("desired") != w.desired.fingerprint()
-            ]
-            if stale or set(expected) != {w.desired.owner for w in found.work}:
-                say_error(
-                    f"the plan no longer matches the manifests (owners {', '.join(stale) or 'differ'}): "
-                    "nothing was written"
-                )
-                sys.exit(EXIT_FAILED)
+            refuse_stale_desired(found, expected)
         if dry_run:
             plans = [p for _, p in pipeline.plan_all(client, found.work)]
             if output == "json":
@@ -372,7 +371,15 @@ def converge_command(
                 say("dry run: nothing was applied")
             sys.exit(EXIT_FAILED if any(p.conflicts for p in plans) else 0)
         observed = None if expected is None else {o: f["observed"] for o, f in expected.items()}
-        outcomes = pipeline.apply_all(client, found.work, lock_timeout=lock_timeout, on_done=done, expected=observed)
+        with ApplyProgress(enabled=output == "text" and not quiet()) as progress:
+            outcomes = pipeline.apply_all(
+                client,
+                found.work,
+                lock_timeout=lock_timeout,
+                on_done=progress.wrap(done),
+                on_result=progress.advance,
+                expected=observed,
+            )
         set_ok = pipeline.update_set(client, found, outcomes) if all(o.ok for o in outcomes) else True
     except ManifestRunnerError as err:
         fail(err)
@@ -381,6 +388,7 @@ def converge_command(
         click.echo(view.document_text(view.document(command, [o.plan for o in outcomes], reports, found.extra())))
     for owner, folder in sorted(found.gone.items()):
         say(f"! owner {owner}: applied from {folder or '.'}, and its manifest is gone: orphaned (use --set NAME)")
+    say_requests(client)
     errors = [o.report.error for o in outcomes if o.report is not None and o.report.error is not None]
     if errors:
         say_error(str(errors[0]))
@@ -390,6 +398,68 @@ def converge_command(
     if not set_ok:
         say_error(f"the apply set {request.set_name!r} was changed by someone else meanwhile; apply again")
         sys.exit(EXIT_FAILED)
+
+
+def refuse_stale_desired(found: Any, expected: dict[str, Any]) -> None:
+    """A saved plan whose manifests changed since: exit 1, nothing written."""
+    stale = [
+        w.desired.owner
+        for w in found.work
+        if expected.get(w.desired.owner, {}).get("desired") != w.desired.fingerprint()
+    ]
+    if stale or set(expected) != {w.desired.owner for w in found.work}:
+        say_error(
+            f"the plan no longer matches the manifests (owners {', '.join(stale) or 'differ'}): nothing was written"
+        )
+        sys.exit(EXIT_FAILED)
+
+
+class ApplyProgress:
+    """A progress bar on stderr for applies of more than a few dozen actions, on a terminal only."""
+
+    THRESHOLD = 24
+
+    def __init__(self, *, enabled: bool) -> None:
+        self.enabled = enabled and sys.stderr.isatty() and not os.environ.get("NO_COLOR")
+        self.done = 0
+        self.progress: Any = None
+        self.task: Any = None
+        self.lock = threading.Lock()
+
+    def __enter__(self) -> ApplyProgress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+
+    def advance(self, _result: Any) -> None:
+        if not self.enabled:
+            return
+        with self.lock:
+            self.done += 1
+            if self.progress is None and self.done >= self.THRESHOLD:
+                from rich.console import Console
+                from rich.progress import Progress, SpinnerColumn, TextColumn
+
+                self.progress = Progress(
+                    SpinnerColumn(), TextColumn("applying: {task.completed} actions done"), console=Console(stderr=True)
+                )
+                self.task = self.progress.add_task("apply", total=None, completed=self.done)
+                self.progress.start()
+            elif self.progress is not None:
+                self.progress.update(self.task, completed=self.done)
+
+    def wrap(self, done: Any) -> Any:
+        def inner(work: Any, outcome: Any) -> None:
+            if self.progress is not None:
+                with self.lock:
+                    self.progress.stop()
+                    self.progress = None
+                    self.done = 0
+            done(work, outcome)
+
+        return inner
 
 
 def outcome_lines(work: Any, outcome: Any) -> list[str]:
@@ -406,6 +476,8 @@ def outcome_lines(work: Any, outcome: Any) -> list[str]:
         return [*lines, *kept, f"{owner}: no changes"]
     lines += ["  " + result.line() for result in report.results]
     lines += kept
+    if quiet():
+        return [report.summary()]
     return [*lines, report.summary()]
 
 

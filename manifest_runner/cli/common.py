@@ -250,6 +250,63 @@ def warn_about_token_flag(connection: dict[str, Any]) -> None:
         )
 
 
+VERBOSITY = {"level": 0}
+"""-1 with --quiet (errors and the product only), 0 by default, 1+ with --verbose (debug logs, request counts)."""
+
+
+def _set_quiet(_ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if value:
+        VERBOSITY["level"] = -1
+
+
+def _set_verbose(_ctx: click.Context, _param: click.Parameter, value: int) -> None:
+    if value:
+        VERBOSITY["level"] = value
+        import logging
+
+        logging.basicConfig(level=logging.DEBUG, format="debug: %(name)s: %(message)s")
+
+
+def verbosity_options(func: F) -> F:
+    """--quiet and --verbose."""
+    func = click.option(
+        "--verbose",
+        "-v",
+        count=True,
+        expose_value=False,
+        callback=_set_verbose,
+        help="Say more: debug logs, and the requests sent to Consul.",
+    )(func)
+    return click.option(
+        "--quiet",
+        "-q",
+        is_flag=True,
+        expose_value=False,
+        callback=_set_quiet,
+        help="Say less: errors, and for plan and apply each owner's summary only.",
+    )(func)
+
+
+def quiet() -> bool:
+    return VERBOSITY["level"] < 0
+
+
+def say_info(text: str) -> None:
+    """An informational line on stderr (``wrote X``), unless --quiet."""
+    if not quiet():
+        click.echo(text, err=True)
+
+
+def say_requests(client: Any) -> None:
+    """With --verbose: how many requests were sent, by method and path."""
+    if VERBOSITY["level"] > 0 and client is not None:
+        counts = client.request_counts(by_path=True)
+        total = sum(counts.values())
+        click.echo(f"requests to Consul: {total}", err=True)
+        for operation, count in sorted(counts.items()):
+            click.echo(f"  {count:5d} {operation}", err=True)
+
+
 def say_warning(text: str) -> None:
     from manifest_runner.util.secrets import redact
     from manifest_runner.util.text import printable

@@ -20,9 +20,12 @@ from manifest_runner.cli.common import (
     load_or_exit,
     resolve_or_exit,
     say_error,
+    say_info,
+    say_requests,
     say_warning,
     split_command,
     split_connection,
+    verbosity_options,
 )
 
 
@@ -39,23 +42,38 @@ from manifest_runner.cli.common import (
     "-o",
     help="Write every dependency to this one file ('-': standard output) instead of each manifest's outputs.",
 )
+@click.option(
+    "--report",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="json: what was written and where each value came from, as one document on stdout; docs/json.md.",
+)
+@verbosity_options
 @boot_options
 @boot_connection_options
 def render(
     paths: tuple[str, ...],
     fmt: str | None,
     output: str | None,
+    report: str,
     budget: float,
     cache_dir: str | None,
     no_cache: bool,
     offline: bool,
     **kwargs: Any,
 ) -> None:
-    """Resolve the dependencies once and write the outputs (for container boot).
+    """Resolve the dependencies once and write the outputs and templates (for container boot).
 
     Sources, in order: Consul (healthy instances only), the last known good value, the static fallback.
     Files are replaced atomically and only when their bytes change. Exit 1 if a required dependency has no value
-    (nothing is written then).
+    (nothing is written then) or a template fails (its file is kept).
+
+    \b
+    Examples:
+      consul-manifest render deploy/app.yaml
+      consul-manifest render -o - --format docker deploy/app.yaml > app.env
+      consul-manifest render --report json deploy/app.yaml | jq '.dependencies'
     """
     from manifest_runner.errors import ManifestRunnerError
     from manifest_runner.resolve.delivery import render_templates, write_one, write_outputs
@@ -63,33 +81,70 @@ def render(
     connection = split_connection(kwargs)
     manifest_set, resolution, client, folder = resolve_or_exit(paths, budget, cache_dir, no_cache, offline, connection)
     has_templates = any(m.manifest.outputs.templates for m in manifest_set.manifests)
+    if report == "json" and output == "-":
+        raise click.UsageError("--report json prints the report on stdout: write the values with -o FILE")
+    written: list[dict[str, Any]] = []
     try:
         if output is not None or not any(
             m.manifest.outputs.env_file or m.manifest.outputs.json_file or m.manifest.outputs.yaml_file or has_templates
             for m in manifest_set.manifests
         ):
-            write_one(resolution, output or "-", fmt, lambda text: click.echo(text, nl=False))
+            if report == "json" and output is None:
+                raise click.UsageError("--report json prints the report on stdout: write the values with -o FILE")
+            changed = write_one(resolution, output or "-", fmt, lambda text: click.echo(text, nl=False))
             if output not in (None, "-"):
-                click.echo(f"wrote {output}", err=True)
-            return
-        for path, changed in write_outputs(manifest_set, resolution):
-            click.echo(f"{'wrote' if changed else 'unchanged'} {path}", err=True)
+                say_info(f"wrote {output}")
+                written.append({"path": output, "written": changed})
+        else:
+            for path, changed in write_outputs(manifest_set, resolution):
+                say_info(f"{'wrote' if changed else 'unchanged'} {path}")
+                written.append({"path": str(path), "written": changed})
     except ManifestRunnerError as err:
         fail(err)
+    failed, templates = _templates(render_templates(manifest_set, resolution, client, folder))
+    if report == "json":
+        import json
+
+        document = {
+            "format_version": 1,
+            "command": "render",
+            "ok": not failed,
+            "outputs": written,
+            "templates": templates,
+            "dependencies": {item.name: item.to_json() for item in resolution.all},
+            "warnings": list(resolution.warnings),
+        }
+        click.echo(json.dumps(document, indent=2, default=str))
+    say_requests(client)
+    if failed:
+        sys.exit(1)
+
+
+def _templates(outcomes: list[Any]) -> tuple[bool, list[dict[str, Any]]]:
+    """Say what happened to each template; (whether any failed, the report's entries)."""
     failed = False
-    for outcome in render_templates(manifest_set, resolution, client, folder):
+    templates: list[dict[str, Any]] = []
+    for outcome in outcomes:
+        templates.append(
+            {
+                "destination": str(outcome.destination),
+                "written": outcome.changed,
+                "error": outcome.error,
+                "command_exit": outcome.command_exit,
+                "fallbacks": list(outcome.fallbacks),
+            }
+        )
         for fallback in outcome.fallbacks:
             say_warning(f"{outcome.destination}: {fallback}")
         if outcome.error is not None:
             say_error(f"{outcome.destination}: not rendered: {outcome.error}")
             failed = True
             continue
-        click.echo(f"{'wrote' if outcome.changed else 'unchanged'} {outcome.destination}", err=True)
+        say_info(f"{'wrote' if outcome.changed else 'unchanged'} {outcome.destination}")
         if outcome.command_exit not in (None, 0):
             say_error(f"{outcome.destination}: the command exited {outcome.command_exit}")
             failed = True
-    if failed:
-        sys.exit(1)
+    return failed, templates
 
 
 @cli.command("exec", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
@@ -121,6 +176,12 @@ def exec_(
     exit code. With --watch, CMD runs as a child: signals are forwarded, and when a value changes the child is
     restarted (or sent --signal) once changes settle (--wait); the exit code is the child's.
     CONSUL_HTTP_TOKEN is not passed on to CMD unless --pass-token. Options go before the manifest paths.
+
+    \b
+    Examples:
+      consul-manifest exec app.yaml -- ./server --port 8080
+      consul-manifest exec --watch --signal SIGHUP --wait 2s:10s app.yaml -- nginx -g 'daemon off;'
+      consul-manifest exec --pristine app.yaml -- env
     """
     if "--" not in arguments:
         raise click.UsageError("separate the command with --: consul-manifest exec [OPTIONS] PATH... -- CMD [ARG...]")

@@ -86,6 +86,11 @@ def run(
 
     SIGHUP reloads the manifests; SIGTERM and SIGINT stop cleanly (services with on_exit: deregister are
     deregistered), exit 0. Options go before the manifest paths.
+
+    \b
+    Examples:
+      consul-manifest run --listen 0.0.0.0:9100 /etc/consul-manifest/
+      consul-manifest run --wait 1s:5s app.yaml -- ./server
     """
 
     from manifest_runner.cli.changes import load_or_exit_problems
