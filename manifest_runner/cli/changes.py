@@ -62,7 +62,13 @@ LOCK_TIMEOUT_OPTION = click.option(
 @ADOPT_OPTION
 @TAKE_OVER_OPTION
 @click.option("--out", "out", type=click.Path(dir_okay=False), help="Save the plan (JSON) for apply --plan FILE.")
-@OUTPUT_OPTION
+@click.option(
+    "--output",
+    type=click.Choice(["text", "json", "markdown"]),
+    default="text",
+    show_default=True,
+    help="json: docs/json.md; markdown: for a merge request comment or a CI job summary.",
+)
 @click.option("--detailed-exitcode", is_flag=True, help="Exit 2 when changes are pending, 0 when none.")
 @verbosity_options
 @connection_options
@@ -103,6 +109,8 @@ def plan(
         save_plan(out, document, paths, request, found, planned)
     if output == "json":
         click.echo(view.document_text(document))
+    elif output == "markdown":
+        click.echo(view.markdown(document), nl=False)
     else:
         show_plans(plans, found)
     say_requests(client)

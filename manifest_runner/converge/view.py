@@ -91,3 +91,47 @@ def document(
 
 def document_text(doc: Mapping[str, Any]) -> str:
     return json.dumps(doc, indent=2, default=str, ensure_ascii=False, sort_keys=False)
+
+
+def _cell(text: Any) -> str:
+    """A value made safe for a Markdown table cell: control characters escaped, pipes and backticks neutralised."""
+    from manifest_runner.util.text import printable
+
+    value = printable(text if isinstance(text, str) else show_value(text), 300)
+    return value.replace("\\", "\\\\").replace("|", "\\|").replace("`", "'").replace("<", "&lt;")
+
+
+def markdown(document: Mapping[str, Any]) -> str:
+    """A plan as Markdown, for a merge request comment or a CI job summary."""
+    lines = [f"## consul-manifest {document.get('command', 'plan')}", ""]
+    owners = document.get("owners", [])
+    if not owners:
+        return "\n".join([*lines, "No owners.", ""])
+    for owner in owners:
+        counts = owner["counts"]
+        head = (
+            f"### owner `{_cell(owner['owner'])}`: {counts['create']} to create, {counts['update']} to update, "
+            f"{counts['delete']} to delete"
+        )
+        if counts.get("adopt"):
+            head += f", {counts['adopt']} to adopt"
+        if counts.get("conflict"):
+            head += f", **{counts['conflict']} conflicts: nothing will be applied for this owner**"
+        lines += [head, ""]
+        if not owner["actions"] and not owner["kept"]:
+            lines += ["No changes.", ""]
+            continue
+        lines += ["| | kind | target | cause | what |", "|---|---|---|---|---|"]
+        for action in owner["actions"]:
+            what = _cell(action["reason"])
+            for change in action.get("changes", []):
+                what += f"<br>`{_cell(change['field'])}`: {_cell(change['old'])} → {_cell(change['new'])}"
+            lines.append(
+                f"| {SYMBOLS[action['op']]} | {action['kind']} | `{_cell(action['target'])}` | "
+                f"{_cell(action.get('cause', ''))} | {what} |"
+            )
+        for kept in owner["kept"]:
+            lines.append(f"| = | {kept['kind']} | `{_cell(kept['target'])}` | | kept: no longer declared |")
+        lines.append("")
+        lines += [f"> note: {_cell(note)}" for note in owner.get("notes", [])]
+    return "\n".join(lines) + "\n"

@@ -10,6 +10,7 @@ command (:mod:`.supervisor`) and the status endpoint (:mod:`.telemetry`).
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import time
 from collections.abc import Sequence
@@ -25,6 +26,7 @@ from manifest_runner.run import events as ev
 from manifest_runner.run.converger import Converger
 from manifest_runner.run.drift import DriftWatch
 from manifest_runner.run.files import ManifestFiles
+from manifest_runner.run.notify import notify
 from manifest_runner.run.outputs import DependencyOutputs
 from manifest_runner.run.supervisor import FORWARDED, ChildOptions, Supervisor
 from manifest_runner.run.telemetry import Metrics, serve_status
@@ -119,6 +121,7 @@ class Runner:
                 return 1
             if self.supervisor is not None:
                 self.supervisor.start(self.outputs.environment())
+            notify(f"READY=1\nMAINPID={os.getpid()}\nSTATUS=converged; watching Consul")
             return self._loop()
         finally:
             self.watches.close()
@@ -137,10 +140,14 @@ class Runner:
             if batch.dependencies:
                 self._refresh(batch.dependencies)  # first: a dependency's latency is the product
             if self.files is not None and batch.kinds & {ev.FILES, ev.RELOAD}:
+                if ev.RELOAD in batch.kinds:
+                    notify("RELOADING=1")
                 reloaded = self.files.reload(explicit=ev.RELOAD in batch.kinds)
                 if reloaded is not None:
                     self._adopt(reloaded)
                     self._refresh(None)
+                if ev.RELOAD in batch.kinds:
+                    notify("READY=1")
             self._when_due(batch)
             self.outputs.flush(time.monotonic())
             self.watches.set_extra(self.outputs.templates.watches())
@@ -208,6 +215,7 @@ class Runner:
                 self.supervisor.changed(time.monotonic())
 
     def _stop(self, signum: int | None, code: int) -> int:
+        notify("STOPPING=1")
         if self.files is not None:
             self.files.stop()
         self.watches.close()

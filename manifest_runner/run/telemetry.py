@@ -231,7 +231,7 @@ def parse_listen(address: str) -> tuple[str, int]:
 
 
 class StatusServer:
-    """``/healthz`` and ``/metrics`` on ``address`` (loopback unless another is given; port 0 picks a free one).
+    """``/healthz`` (readiness: 503 while not converged), ``/livez`` (liveness) and ``/metrics`` on ``address`` (loopback unless another is given; port 0 picks a free one).
 
     Raises OSError when the address cannot be bound (in use, not this host's)."""
 
@@ -253,8 +253,11 @@ class StatusServer:
                     self._answer(200 if ok else 503, "application/json", json.dumps(detail, default=str) + "\n")
                 elif self.path.split("?")[0] == "/metrics":
                     self._answer(200, "text/plain; version=0.0.4", metrics.render(extra()))
+                elif self.path.split("?")[0] == "/livez":
+                    # alive, whatever Consul's state: a liveness probe must not restart a pod while Consul is away
+                    self._answer(200, "text/plain", "alive\n")
                 else:
-                    self._answer(404, "text/plain", "not found: /healthz, /metrics\n")
+                    self._answer(404, "text/plain", "not found: /healthz, /livez, /metrics\n")
 
             def _answer(self, status: int, content_type: str, body: str) -> None:
                 data = body.encode()
