@@ -231,7 +231,8 @@ def parse_listen(address: str) -> tuple[str, int]:
 
 
 class StatusServer:
-    """``/healthz`` (readiness: 503 while not converged), ``/livez`` (liveness) and ``/metrics`` on ``address`` (loopback unless another is given; port 0 picks a free one).
+    """``/healthz`` (readiness: 503 while not converged), ``/livez`` (liveness) and ``/metrics`` on ``address``
+    (loopback unless another is given; port 0 picks a free one).
 
     Raises OSError when the address cannot be bound (in use, not this host's)."""
 
