@@ -116,3 +116,29 @@ def test_every_command_runs_from_a_fresh_install(
     finally:
         for name in owner_env:
             os.environ.pop(name, None)
+
+
+@pytest.mark.parametrize("minor", [m for m in CANDIDATES if m != f"{sys.version_info.major}.{sys.version_info.minor}"])
+def test_the_unit_suite_passes_on_the_other_pythons(dist: Path, tmp_path: Path, minor: str) -> None:
+    """The full suite runs on the locked interpreter; the unit suite (every pure module, the transport seam) runs on
+    each other Python 3.11+ of this machine, from a fresh install of the wheel and the test tools."""
+    python = interpreters().get(minor)
+    if python is None:
+        pytest.fail(f"no Python {minor} on this machine: the README says which are tested; update CANDIDATES")
+    exe = install(dist, python, "*.whl", tmp_path)
+    venv_python = exe.with_name("python")
+    subprocess.run(
+        [uv(), "pip", "install", "--quiet", "--python", str(venv_python), "pytest", "hypothesis"],
+        check=True,
+        timeout=600,
+    )
+    result = subprocess.run(
+        [str(venv_python), "-m", "pytest", "-q", "-p", "no:cacheprovider", "-o", "addopts=", "tests/unit"],
+        cwd=ROOT,
+        env={**os.environ, "CONSUL_MANIFEST_QUICK": "1"},
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout[-3000:]
