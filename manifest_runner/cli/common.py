@@ -166,6 +166,8 @@ def cli() -> None:
                 3 invalid manifest, settings or command-line usage (nothing was sent to Consul),
                 4 Consul unreachable, refusing (ACL, TLS) or not answering like Consul.
     """
+    VERBOSITY["level"] = 0  # each invocation starts at the default (the CLI can run several times in one process)
+    _verbose_logging(False)
 
 
 class ListenAddress(click.ParamType[str]):
@@ -262,9 +264,24 @@ def _set_quiet(_ctx: click.Context, _param: click.Parameter, value: bool) -> Non
 def _set_verbose(_ctx: click.Context, _param: click.Parameter, value: int) -> None:
     if value:
         VERBOSITY["level"] = value
-        import logging
+        _verbose_logging(True)
 
-        logging.basicConfig(level=logging.DEBUG, format="debug: %(name)s: %(message)s")
+
+def _verbose_logging(on: bool) -> None:
+    """Debug logs of consul-manifest's own loggers on stderr (on), or none of that (off)."""
+    import logging
+
+    logger = logging.getLogger("consul_manifest")
+    for handler in [h for h in logger.handlers if getattr(h, "verbose", False)]:
+        logger.removeHandler(handler)
+    if on:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("debug: %(name)s: %(message)s"))
+        handler.verbose = True  # type: ignore[attr-defined]
+        logger.addHandler(handler)
+        logger.setLevel(logging.DEBUG)
+    else:
+        logger.setLevel(logging.NOTSET)
 
 
 def verbosity_options(func: F) -> F:
