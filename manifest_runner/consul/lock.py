@@ -8,6 +8,7 @@ a waiter wakes as soon as the holder releases, without polling.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
@@ -16,9 +17,10 @@ import threading
 import time
 from dataclasses import dataclass, field
 from types import TracebackType
+from typing import Any
 
-from manifest_runner.consul.client import ConsulClient
-from manifest_runner.errors import ConsulError, LockTimeout
+from manifest_runner.consul.client import ConsulClient, TxnFailed
+from manifest_runner.errors import ConsulError, ConsulRequestError, LockTimeout
 from manifest_runner.util.cancel import Cancel
 from manifest_runner.util.durations import format_duration
 
@@ -45,6 +47,12 @@ class Lock:
     """Set when a renewal failed: the session may be gone, and with it the lock."""
     cancel: Cancel | None = None
     """When set while waiting, the wait ends at once and :meth:`acquire` raises :class:`Cancelled`."""
+    seen_free: int | None = None
+    """The key's ModifyIndex when the caller last saw it free (0: it did not exist). The first attempt then takes
+    the lock only if the key is still exactly so, in one transaction; :attr:`unmoved` says whether it did."""
+    unmoved: bool = field(default=False, init=False)
+    """True when the lock was taken on a key that had not moved since ``seen_free``: nobody else took and released
+    it in between."""
 
     @property
     def held(self) -> bool:
@@ -58,6 +66,12 @@ class Lock:
             )
             self._start_renewing()  # while waiting too: a wait longer than the TTL must not lose the session
         holder = json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "since": time.time()}).encode()
+        self.unmoved = False
+        if self.seen_free is not None and self._take_if_unmoved(self.seen_free, holder):
+            self.unmoved = True
+            self.acquired_at = time.time()
+            self.released_at = None
+            return True
         deadline = time.monotonic() + self.timeout
         cancel = self.cancel or Cancel()
         index = 0
@@ -76,6 +90,21 @@ class Lock:
                     index = self._wait(waiter, index, remaining, deadline, cancel)
         finally:
             waiter.close()
+
+    def _take_if_unmoved(self, seen: int, holder: bytes) -> bool:
+        """One transaction: the key is as it was seen (absent, or free at index ``seen``), and it is locked."""
+        check: dict[str, Any] = (
+            {"KV": {"Verb": "check-index", "Key": self.key, "Index": seen}}
+            if seen
+            else {"KV": {"Verb": "check-not-exists", "Key": self.key}}
+        )
+        value = base64.b64encode(holder).decode()
+        take = {"KV": {"Verb": "lock", "Key": self.key, "Value": value, "Session": self.session_id}}
+        try:
+            self.client.txn([check, take])
+        except (TxnFailed, ConsulRequestError):
+            return False  # it moved (or the lock-delay runs): take it the ordinary way
+        return True
 
     def _wait(self, waiter: ConsulClient, index: int, remaining: float, deadline: float, cancel: Cancel) -> int:
         """Held by another: wait on the key with a blocking query (woken when it changes), never past the deadline.

@@ -39,6 +39,7 @@ from manifest_runner.marks import (
     STATE_PREFIX,
     filter_literal,
     journal_prefix,
+    lock_key,
     owner_filter,
     record_key,
 )
@@ -53,10 +54,14 @@ def services_filter(owner: str, service_ids: Iterable[str]) -> str:
     return " or ".join(terms)
 
 
-def observe(client: ConsulClient, desired: DesiredState) -> ObservedState:
+def observe(client: ConsulClient, desired: DesiredState, *, for_apply: bool = False) -> ObservedState:
+    """``for_apply``: also read the owner's lock key, first (see ``ObservedState.lock_seen_free``)."""
     own_record = record_key(desired.owner)
     roots = [*desired.kv_roots, own_record]
     wanted_ids = [s.service_id for s in desired.services]
+    # The lock key is read before anything else: if it has not moved by the time this applier takes the lock, no
+    # other applier wrote anything since any of the reads below.
+    seen_free = _lock_seen_free(client, desired.owner) if for_apply else None
     with ThreadPoolExecutor(max_workers=PROOF_THREADS, thread_name_prefix="observe") as pool:
         listed = pool.submit(client.agent_services, services_filter(desired.owner, wanted_ids))
         external = pool.submit(_external, client, desired)
@@ -80,7 +85,21 @@ def observe(client: ConsulClient, desired: DesiredState) -> ObservedState:
         if outside:
             entries.update({e.key: e for e in client.read_trees(kv_roots(outside))})
     kv = {key: entry_from_consul(entry) for key, entry in entries.items() if not key.startswith(STATE_PREFIX)}
-    return ObservedState(owner=desired.owner, services=observed_services, kv=kv, record=record)
+    return ObservedState(
+        owner=desired.owner, services=observed_services, kv=kv, record=record, lock_seen_free=seen_free
+    )
+
+
+def _lock_seen_free(client: ConsulClient, owner: str) -> int | None:
+    """The lock key's ModifyIndex when free, 0 when absent, None when held or not readable (a token that may not
+    read it cannot take it either: that is said when the lock is taken, if there is anything to write)."""
+    try:
+        _, entries = client.kv_get(lock_key(owner))
+    except ConsulRefused:
+        return None
+    if not entries:
+        return 0
+    return None if entries[0].session else entries[0].modify_index
 
 
 def _without_sidecars(services: Mapping[str, AgentService]) -> dict[str, AgentService]:

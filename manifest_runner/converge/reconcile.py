@@ -75,6 +75,19 @@ def _replan(
     return observed, plan(desired, observed, policy)
 
 
+def _seen_free(observed: ObservedState) -> int | None:
+    """The lock key's index to take the lock at without observing again, when that is safe.
+
+    Every applier of an owner takes and releases its lock key, so a key unmoved since it was read (before every
+    other read of the observation) proves that nobody applied in between and the first plan stands. A key that did
+    not exist is the same proof only for an owner that had nothing yet: a destroy deletes the key, and what a
+    destroy leaves (nothing owned) is then what was observed."""
+    seen = observed.lock_seen_free
+    if seen == 0 and (observed.record is not None or observed.owned_services()):
+        return None
+    return seen
+
+
 def _stale(desired: DesiredState, observed: ObservedState, expected: str | None) -> None:
     if expected is not None and observed.fingerprint() != expected:
         raise PlanStale(
@@ -99,7 +112,7 @@ def converge(
     ``expected``: the observed fingerprint of a saved plan; any difference, before the lock or under it, raises
     :class:`PlanStale` before anything is written."""
     require_supported(client, desired)
-    first_observed = observe(client, desired)
+    first_observed = observe(client, desired, for_apply=True)
     _stale(desired, first_observed, expected)
     first = plan(desired, first_observed, policy)
     if not first.has_changes or first.conflicts:
@@ -112,11 +125,13 @@ def converge(
         name=f"consul-manifest apply {desired.owner}",
         ttl=APPLY_LOCK_TTL,
         cancel=cancel,
+        seen_free=_seen_free(first_observed) if expected is None else None,
     ) as lock:
         report = ApplyReport(owner=desired.owner)
         done_before: list[ActionResult] = []
         for attempt in range(1, attempts + 1):
-            latest = _replan(client, desired, policy, latest)
+            if attempt > 1 or not lock.unmoved:
+                latest = _replan(client, desired, policy, latest)
             _stale(desired, latest[0], expected)
             current = latest[1]
             if current.conflicts:

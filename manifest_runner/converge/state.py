@@ -253,6 +253,11 @@ class ObservedState:
     services: Mapping[str, ServiceSpec] = field(default_factory=dict)
     kv: Mapping[str, KVEntry] = field(default_factory=dict)
     record: OwnershipRecord | None = None
+    lock_seen_free: int | None = field(default=None, compare=False)
+    """The owner's lock key as the observation found it, read before everything else: its ModifyIndex when it was
+    free, 0 when it did not exist, None when it was held (or not read). If the key has not moved when the lock is
+    taken, no other applier of this owner wrote anything since (each one takes and releases it), and the plan made
+    from this observation still stands. Not part of the comparison nor of the fingerprint."""
 
     def owned_services(self) -> dict[str, ServiceSpec]:
         return {sid: s for sid, s in self.services.items() if s.managed and s.owner == self.owner}

@@ -172,7 +172,7 @@ KVValue = Annotated[
 class Model(BaseModel):
     # Field docstrings become descriptions when the JSON Schema is exported (schema_export.py), not here:
     # pydantic's use_attribute_docstrings reads and parses this file at import, ~40 ms of every start.
-    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
+    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True, defer_build=True)
 
 
 def host_port(value: str, what: str) -> str:

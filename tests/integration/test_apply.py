@@ -182,10 +182,10 @@ def test_an_unchanged_apply_sends_no_write(consul: DevAgent, tmp_path: Path, uni
     outcome = converge(client, desired)
     assert outcome.report is None
     assert not outcome.plan.has_changes
-    # reads only: the agent's services and checks, the external nodes this tool registered, one read-only
-    # transaction, and the direct reads that prove the transaction saw everything (the record, and each KV root:
-    # here one)
-    assert client.request_counts() == {"GET": 5, "PUT": 1}
+    # reads only: the owner's lock key (first: see ObservedState.lock_seen_free), the agent's services and checks,
+    # the external nodes this tool registered, one read-only transaction, and the direct reads that prove the
+    # transaction saw everything (the record, and each KV root: here one)
+    assert client.request_counts() == {"GET": 6, "PUT": 1}
     assert client.request_counts(by_path=True)["PUT /v1/txn"] == 1
     assert run_cli(consul, "apply", str(path)).exit_code == EXIT_OK
     assert indexes(consul) == before
@@ -319,9 +319,10 @@ def test_many_keys_go_in_transactions_under_the_op_limit(consul: DevAgent, tmp_p
     outcome = converge(client, desired)
     assert outcome.report is not None and outcome.report.ok
     assert client.op_limit() == 64  # Consul 1.8
-    # reads: services + tree before and under the lock (2 x 2), agent/self once; writes: session, acquire,
-    # ceil(150 / 63) = 3 transactions, release, session destroy
-    assert client.request_counts()["PUT"] == 2 + 3 + 2 + 2
+    # PUTs: the read-only tree transaction (the lock key read with it, first); the session, and the lock taken by
+    # a transaction that proves the key did not move since (so nobody applied meanwhile: no second observation);
+    # ceil(150 / 63) = 3 write transactions; release and session destroy
+    assert client.request_counts()["PUT"] == 1 + 2 + 3 + 2
     assert kv_value(consul, f"{owner}/k149") == b"149"
     # the record names every key with the create index Consul gave it (0: "the record's own ModifyIndex")
     entry = kv_entry(consul, f"consul-manifest/owners/{owner}")
@@ -331,3 +332,42 @@ def test_many_keys_go_in_transactions_under_the_op_limit(consul: DevAgent, tmp_p
     for key, create_index in record.keys.items():
         found = kv_entry(consul, key)
         assert found is not None and found["CreateIndex"] == create_index, key
+
+
+def test_an_applier_that_ran_between_observation_and_lock_is_seen(
+    consul: DevAgent, tmp_path: Path, unique: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first plan is used under the lock only when the lock key did not move since it was read; here another
+    applier of the same owner changes the service after our observation, and our apply still ends as its manifest
+    says (a plan that stood on the old observation would have left the other applier's service in place)."""
+    from manifest_runner.converge import reconcile
+
+    owner = f"race-{unique}"
+    ours = f"version: 1\nowner: {owner}\nservices:\n  - {{name: {owner}, port: 1, tags: [ours]}}\n"
+    ours_path = write(tmp_path, "ours.yaml", ours + f"kv:\n  prefix: {owner}/\n  enforce:\n    a: 1\n")
+    (tmp_path / "theirs").mkdir()
+    theirs_path = write(tmp_path / "theirs", "m.yaml", ours.replace("[ours]", "[theirs]"))
+    client = ConsulClient(ConsulConfig.from_sources({"http_addr": consul.http_addr}, {}))
+
+    def desired(path: Path):  # type: ignore[no-untyped-def]
+        return desired_state(owner, [load_manifests([path], {}).manifests[0].manifest])
+
+    assert converge(client, desired(ours_path)).report is not None
+    ours_path.write_text(ours + f"kv:\n  prefix: {owner}/\n  enforce:\n    a: 2\n")  # only the key changes
+    real_plan, calls = reconcile.plan, []
+
+    def plan_then_race(*args, **kwargs):  # type: ignore[no-untyped-def]
+        calls.append(1)
+        made = real_plan(*args, **kwargs)
+        if len(calls) == 1:  # between our observation and our lock: the other applier, start to end
+            monkeypatch.setattr(reconcile, "plan", real_plan)
+            assert converge(client, desired(theirs_path), policy=reconcile.DEFAULT_POLICY).report is not None
+            monkeypatch.setattr(reconcile, "plan", plan_then_race)
+        return made
+
+    monkeypatch.setattr(reconcile, "plan", plan_then_race)
+    outcome = converge(client, desired(ours_path))
+    assert outcome.report is not None and outcome.report.ok
+    assert kv_value(consul, f"{owner}/a") == b"2"
+    mine = [s for s in services(consul).values() if s["Service"] == owner]
+    assert [s["Tags"] for s in mine] == [["ours"]], mine
