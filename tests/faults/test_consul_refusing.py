@@ -40,7 +40,8 @@ def test_unreachable_consul_exits_4_with_one_line(tmp_path: Path) -> None:
         result = run_process(f"127.0.0.1:{port}", *command, str(path), env={"CONSUL_HTTP_TOKEN": CANARY}, timeout=30)
         assert result.returncode == EXIT_CONSUL, result.stderr
         (line,) = error_lines(result)
-        assert line.startswith("error: GET /v1/agent/services: cannot reach Consul at http://127.0.0.1:")
+        first = "agent/services" if command == ["plan"] else "kv/consul-manifest/locks/down"  # an applier's first read
+        assert line.startswith(f"error: GET /v1/{first}: cannot reach Consul at http://127.0.0.1:"), line
         assert "Connection refused" in line
         assert CANARY not in result.stdout + result.stderr
 
@@ -54,7 +55,7 @@ def test_a_silent_consul_times_out_with_exit_4(tmp_path: Path) -> None:
         result = run_process(address, "apply", "--timeout", "1", str(path), timeout=30)
     assert result.returncode == EXIT_CONSUL
     (line,) = error_lines(result)
-    assert line == f"error: GET /v1/agent/services: no answer from http://{address} within 1s"
+    assert line == f"error: GET /v1/kv/consul-manifest/locks/silent: no answer from http://{address} within 1s"
 
 
 @pytest.fixture(scope="module")

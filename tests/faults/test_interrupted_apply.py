@@ -23,6 +23,7 @@ from tests.integration.helpers import call, kv_value, run_cli, write
 
 pytestmark = pytest.mark.consul
 KEYS = 400  # seven transactions on Consul 1.8: six journalled ones and the last
+WRITES = {"set", "cas", "delete", "delete-cas", "delete-tree"}
 
 
 class FailingAfter(ConsulClient):
@@ -35,7 +36,7 @@ class FailingAfter(ConsulClient):
         self.guard = threading.Lock()  # transactions run in parallel threads
 
     def txn(self, ops: list[dict[str, Any]], *, idempotent: bool = False) -> list[KVPair]:
-        if any(op["KV"]["Verb"] != "get-tree" for op in ops):
+        if any(op["KV"]["Verb"] in WRITES for op in ops):  # not reads, nor the transaction that takes the lock
             with self.guard:
                 if self.left <= 0:
                     raise ConsulUnavailable("injected: connection lost", operation="PUT /v1/txn")
