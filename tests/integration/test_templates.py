@@ -71,7 +71,7 @@ outputs:
 
     with RunProcess(consul.http_addr, ["--no-cache", "--dependency-resync", "3600", str(path)], tmp_path) as run:
         wait_for(lambda: len(servers(out)) == 3, what="the first render", timeout=30)
-        assert reload_count() == 1
+        wait_for(lambda: reload_count() == 1, what="its command (run just after the file is written)")
 
         web(consul, name, 4)  # added
         wait_for(lambda: "10.1.0.1:8004" in servers(out), what="the new instance")
