@@ -74,7 +74,12 @@ class Watches:
             log.warning("some watches have no starting index yet; the resync will catch what they miss")
 
     def set_extra(self, extra: dict[str, Watched]) -> None:
-        """Watch what the templates read now (restarting the dependency watch when that changed)."""
+        """Watch what the templates read now (restarting the dependency watch when that changed).
+
+        The new watches' starting indexes are read after the render whose reads they come from: a change made in
+        between is in their starting state and would never wake them. So once they are ready, everything they
+        cover is reported as possibly changed, once: the outputs are resolved and rendered again, and written (and
+        their commands run) only if that changed anything."""
         if extra == self.extra or self.manifests is None:
             return
         self.extra = dict(extra)
@@ -88,6 +93,7 @@ class Watches:
             self.dependencies = DependencyWatch(self._pool(self.client), watched, self.on_dependencies).start()
             if not self.dependencies.wait_ready():
                 log.warning("some watches have no starting index yet; the resync will catch what they miss")
+            self.on_dependencies(set(watched))
 
     def start_heartbeats(self, desired: Iterable[DesiredState]) -> None:
         if self.client is None:

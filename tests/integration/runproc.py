@@ -71,6 +71,8 @@ class RunProcess:
         if self.process.poll() is None:
             self.process.kill()
             self.process.wait(10)
+        if exc[0] is not None:  # a failed test shows what run said (pytest prints captured output on failure)
+            print(f"--- consul-manifest run output ---\n{self.output()}")
         if not self.log.closed:
             self.log.close()
 

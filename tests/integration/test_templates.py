@@ -178,3 +178,35 @@ env_from:
     ours = {"APP_DB_HOST", "APP_DB_POOL_SIZE", "CACHE_ADDRESS", "CACHE_PORT", "CACHE_URL"}
     assert ours <= names
     assert not (names - ours - {"PWD", "SHLVL", "_"}), names  # what sh itself sets, nothing else
+
+
+def test_a_change_between_a_render_and_its_watches_is_not_lost(consul: DevAgent, tmp_path: Path, unique: str) -> None:
+    """A template's watches start after the render whose reads they come from; a change in between is in their
+    starting state, so it would never wake them. Once they are ready, what they cover is reported once."""
+    from manifest_runner.config import ConsulConfig
+    from manifest_runner.consul.base import Freshness
+    from manifest_runner.consul.client import ConsulClient
+    from manifest_runner.manifest.loader import load_manifests
+    from manifest_runner.manifest.model import ServiceDependency
+    from manifest_runner.run.watches import Watches
+
+    name = f"gap-{unique}"
+    web(consul, name, 1)
+    path = write(tmp_path, "m.yaml", f"version: 1\nowner: gap-{unique}\n")
+    client = ConsulClient(ConsulConfig.from_sources({"http_addr": consul.http_addr}, {}))
+    reported: list[set[str]] = []
+    watches = Watches(
+        client, drift=None, on_dependencies=reported.append, on_beat=lambda *_: None, on_check_lost=lambda _: None
+    )
+    try:
+        watches.start(load_manifests([path], {}), [])
+        # ... the template was rendered here, reading one instance; then a second one is registered:
+        web(consul, name, 2)
+        key = f"{path}::@template:0#0"
+        watches.set_extra({key: (ServiceDependency(service=name), Freshness(cached=True))})
+        assert any(key in keys for keys in reported), reported  # read again, not left until the resync
+        reported.clear()
+        watches.set_extra({key: (ServiceDependency(service=name), Freshness(cached=True))})
+        assert reported == []  # the same reads: nothing restarted, nothing reported
+    finally:
+        watches.close()
