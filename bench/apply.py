@@ -24,12 +24,13 @@ from typing import Any
 
 import consul
 
+from bench.common import consul_binary
 from manifest_runner.config import ConsulConfig
 from manifest_runner.consul.client import ConsulClient
 from manifest_runner.converge.desired import desired_state
 from manifest_runner.converge.reconcile import converge
 from manifest_runner.manifest.loader import load_manifests
-from manifest_runner.testing.devagent import DevAgent, find_consul_binary
+from manifest_runner.testing.devagent import DevAgent
 
 NAIVE_SCRIPT = """
 import json, sys, consul
@@ -167,9 +168,7 @@ def main() -> None:
     parser.add_argument("--prefixes", type=int, default=5)
     parser.add_argument("--runs", type=int, default=5)
     args = parser.parse_args()
-    binary = find_consul_binary()
-    if binary is None:
-        sys.exit("no consul binary: set CONSUL_BIN (scripts/get-consul)")
+    binary = consul_binary()
     with DevAgent(binary) as agent, tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         port = agent.ports.http

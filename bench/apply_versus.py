@@ -21,7 +21,8 @@ import time
 from pathlib import Path
 
 from bench.apply import NAIVE_SCRIPT, workload
-from manifest_runner.testing.devagent import DevAgent, find_consul_binary
+from bench.common import consul_binary
+from manifest_runner.testing.devagent import DevAgent
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -33,9 +34,7 @@ def main() -> None:
     parser.add_argument("--services", type=int, default=200)
     parser.add_argument("--keys", type=int, default=2000)
     args = parser.parse_args()
-    binary = find_consul_binary()
-    if binary is None:
-        sys.exit("no consul binary: set CONSUL_BIN")
+    binary = consul_binary()
     with tempfile.TemporaryDirectory(prefix="bench-versus-") as tmp:
         folder = Path(tmp)
         other = folder / "other"

@@ -20,7 +20,6 @@ wire: requests, bytes (gzip as sent), connections.
 from __future__ import annotations
 
 import argparse
-import http.client
 import json
 import os
 import random
@@ -33,17 +32,12 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from bench.common import call, consul_binary, percentile
 from bench.meter import Meter
-from manifest_runner.testing.devagent import DevAgent, find_consul_binary
+from manifest_runner.testing.devagent import DevAgent
 
-
-def call(agent: DevAgent, method: str, path: str, body: str | None = None) -> tuple[int, dict[str, str], bytes]:
-    conn = http.client.HTTPConnection("127.0.0.1", agent.ports.http, timeout=120)
-    conn.request(method, path, body=body, headers={"Accept-Encoding": "gzip"})
-    response = conn.getresponse()
-    data = response.read()
-    conn.close()
-    return response.status, dict(response.getheaders()), data
+GZIP = {"Accept-Encoding": "gzip"}
+"""Every read here asks for gzip, as the tool does: byte counts are what crosses the wire."""
 
 
 def node_of(service: int, instance: int, nodes: int) -> int:
@@ -64,7 +58,7 @@ def register(agent: DevAgent, service: int, instance: int, port: int, nodes: int
             "ServiceID": f"svc{service}-{instance}",
         },
     }
-    status_code, _, data = call(agent, "PUT", "/v1/catalog/register", json.dumps(body))
+    status_code, _, data = call(agent, "PUT", "/v1/catalog/register", json.dumps(body), headers=GZIP)
     if status_code != 200:
         raise RuntimeError(data.decode())
 
@@ -79,7 +73,7 @@ def populate(agent: DevAgent, services: int, nodes: int, keys: int) -> None:
             {"KV": {"Verb": "set", "Key": f"data/{i:05d}", "Value": base64.b64encode(b"x" * 32).decode()}}
             for i in range(start, min(keys, start + 64))
         ]
-        call(agent, "PUT", "/v1/txn", json.dumps(ops))
+        call(agent, "PUT", "/v1/txn", json.dumps(ops), headers=GZIP)
 
 
 def chosen_instance(service: int, nodes: int) -> int:
@@ -140,20 +134,15 @@ class Watcher:
         self._stop.set()
 
 
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))] if ordered else float("nan")
-
-
 def wire_size(agent: DevAgent, path: str) -> int:
-    _, headers, data = call(agent, "GET", path)
+    _, headers, data = call(agent, "GET", path, headers=GZIP)
     return len(data) + sum(len(k) + len(v) + 4 for k, v in headers.items()) + 17
 
 
 def per_client_limit(agent: DevAgent, attempts: int) -> tuple[int, int]:
     """consul-template's way: one connection per dependency, each a blocking query. Returns (answered or blocking,
     refused by the agent's per-client limit)."""
-    _, headers, _ = call(agent, "GET", "/v1/health/service/svc0")
+    _, headers, _ = call(agent, "GET", "/v1/health/service/svc0", headers=GZIP)
     index = headers["X-Consul-Index"]
     sockets = []
     request = f"GET /v1/health/service/svc0?index={index}&wait=20s HTTP/1.1\r\nHost: x\r\n\r\n".encode()
@@ -187,14 +176,12 @@ def main() -> None:
     parser.add_argument("--churn", type=float, default=30.0)
     parser.add_argument("--rate", type=float, default=5.0)
     args = parser.parse_args()
-    binary = find_consul_binary()
-    if binary is None:
-        sys.exit("no consul binary (scripts/get-consul)")
+    binary = consul_binary()
     rng = random.Random(7)
     with DevAgent(binary) as agent, tempfile.TemporaryDirectory() as tmp:
         started = time.perf_counter()
         populate(agent, args.services, args.nodes, args.keys)
-        _, headers, checks = call(agent, "GET", "/v1/health/state/any")
+        _, headers, checks = call(agent, "GET", "/v1/health/state/any", headers=GZIP)
         if headers.get("Content-Encoding") == "gzip":
             import gzip
 

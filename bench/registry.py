@@ -7,33 +7,20 @@ per call, through py-consul), in one run; and how soon a change in Consul is vis
 from __future__ import annotations
 
 import argparse
-import http.client
 import json
 import os
 import random
 import socket
 import statistics
-import sys
 import threading
 import time
 from typing import Any
 
 import consul
 
+from bench.common import call, consul_binary, percentile
 from manifest_runner import ConsulRegistry
-from manifest_runner.testing.devagent import DevAgent, find_consul_binary
-
-
-def api(agent: DevAgent, method: str, path: str, body: str | None = None) -> None:
-    conn = http.client.HTTPConnection("127.0.0.1", agent.ports.http, timeout=30)
-    conn.request(method, path, body=body)
-    conn.getresponse().read()
-    conn.close()
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+from manifest_runner.testing.devagent import DevAgent
 
 
 def seed_endpoint(client: Any, name: str) -> str:
@@ -50,12 +37,10 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=200)
     parser.add_argument("--hung-calls", type=int, default=1000)
     args = parser.parse_args()
-    binary = find_consul_binary()
-    if binary is None:
-        sys.exit("no consul binary: set CONSUL_BIN (scripts/get-consul)")
+    binary = consul_binary()
     with DevAgent(binary) as agent:
         for n in range(3):
-            api(
+            call(
                 agent,
                 "PUT",
                 "/v1/agent/service/register",
@@ -98,7 +83,7 @@ def main() -> None:
             verb = "fail" if i % 2 == 0 else "pass"
             changed.clear()
             start = time.perf_counter()
-            api(agent, "PUT", f"/v1/agent/check/{verb}/backend-0")
+            call(agent, "PUT", f"/v1/agent/check/{verb}/backend-0")
             if not changed.wait(10):
                 raise TimeoutError("the change did not reach the cache")
             delays.append(time.perf_counter() - start)

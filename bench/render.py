@@ -9,7 +9,6 @@ Also prints where the import time goes (python -X importtime, the biggest top-le
 from __future__ import annotations
 
 import argparse
-import http.client
 import os
 import statistics
 import subprocess
@@ -18,7 +17,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from manifest_runner.testing.devagent import DevAgent, find_consul_binary
+from bench.common import call, consul_binary
+from manifest_runner.testing.devagent import DevAgent
 
 EXE = str(Path(sys.executable).with_name("consul-manifest"))
 
@@ -53,19 +53,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=21)
     args = parser.parse_args()
-    binary = find_consul_binary()
-    if binary is None:
-        sys.exit("no consul binary: set CONSUL_BIN (scripts/get-consul)")
+    binary = consul_binary()
     with DevAgent(binary) as agent, tempfile.TemporaryDirectory() as tmp:
         for i in range(10):
             body = (
                 f'{{"ID": "dep{i}-1", "Name": "dep{i}", "Address": "10.0.0.{i}", "Port": {5000 + i}, '
                 f'"Check": {{"TTL": "10m", "Status": "passing"}}}}'
             )
-            conn = http.client.HTTPConnection("127.0.0.1", agent.ports.http)
-            conn.request("PUT", "/v1/agent/service/register", body=body)
-            conn.getresponse().read()
-            conn.close()
+            call(agent, "PUT", "/v1/agent/service/register", body)
         manifest = Path(tmp) / "boot.yaml"
         deps = "\n".join(f"  DEP{i}_URL: {{service: dep{i}, format: 'http://{{address}}:{{port}}'}}" for i in range(10))
         manifest.write_text(f"version: 1\nowner: boot\ndependencies:\n{deps}\noutputs:\n  env_file: boot.env\n")
@@ -105,10 +100,7 @@ def wide(agent: DevAgent, folder: Path, env: dict[str, str], runs: int) -> None:
             f'{{"ID": "dep{i}-1", "Name": "dep{i}", "Address": "10.0.1.{i}", "Port": {5000 + i}, '
             f'"Check": {{"TTL": "10m", "Status": "passing"}}}}'
         )
-        conn = http.client.HTTPConnection("127.0.0.1", agent.ports.http)
-        conn.request("PUT", "/v1/agent/service/register", body=body)
-        conn.getresponse().read()
-        conn.close()
+        call(agent, "PUT", "/v1/agent/service/register", body)
     paths = {}
     for count in (1, 50):
         deps = "\n".join(f"  D{i}: {{service: dep{i}}}" for i in range(count))

@@ -14,7 +14,6 @@ idle cost with many watched dependencies, all in one run.
 from __future__ import annotations
 
 import argparse
-import http.client
 import json
 import os
 import subprocess
@@ -26,21 +25,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from manifest_runner.testing.devagent import DevAgent, find_consul_binary
-
-
-def api(agent: DevAgent, method: str, path: str, body: str | None = None) -> tuple[int, dict[str, str], bytes]:
-    conn = http.client.HTTPConnection("127.0.0.1", agent.ports.http, timeout=600)
-    conn.request(method, path, body=body)
-    response = conn.getresponse()
-    data = response.read()
-    conn.close()
-    return response.status, dict(response.getheaders()), data
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+from bench.common import call, consul_binary, percentile
+from manifest_runner.testing.devagent import DevAgent
 
 
 def wait_change(path: Path, before: tuple[int, int], deadline: float) -> float:
@@ -65,13 +51,13 @@ class Floor:
     """A bare blocking query on ``path``, started before the write; records when it returns."""
 
     def __init__(self, agent: DevAgent, path: str) -> None:
-        _, headers, _ = api(agent, "GET", path)
+        _, headers, _ = call(agent, "GET", path)
         index = headers["X-Consul-Index"]
         self.returned: float | None = None
         separator = "&" if "?" in path else "?"
 
         def block() -> None:
-            api(agent, "GET", f"{path}{separator}index={index}&wait=30s")
+            call(agent, "GET", f"{path}{separator}index={index}&wait=30s")
             self.returned = time.perf_counter()
 
         self.thread = threading.Thread(target=block, daemon=True)
@@ -95,7 +81,7 @@ def start_run(manifest: Path, agent: DevAgent, env: dict[str, str], *extra: str)
 
 
 def latency(agent: DevAgent, folder: Path, env: dict[str, str], events: int) -> None:
-    register = lambda payload: api(agent, "PUT", "/v1/agent/service/register", json.dumps(payload))  # noqa: E731
+    register = lambda payload: call(agent, "PUT", "/v1/agent/service/register", json.dumps(payload))  # noqa: E731
     for name in ("a", "b"):
         register(
             {
@@ -105,7 +91,7 @@ def latency(agent: DevAgent, folder: Path, env: dict[str, str], events: int) -> 
                 "Check": {"CheckID": f"lat-{name}", "TTL": "1h", "Status": "passing"},
             }
         )
-    api(agent, "PUT", "/v1/kv/lat/value", "0")
+    call(agent, "PUT", "/v1/kv/lat/value", "0")
     manifest = folder / "lat.yaml"
     manifest.write_text(
         "version: 1\nowner: lat\ndependencies:\n"
@@ -130,11 +116,11 @@ def latency(agent: DevAgent, folder: Path, env: dict[str, str], events: int) -> 
 
         def flip() -> None:
             state["flip"] = not state["flip"]
-            api(agent, "PUT", f"/v1/agent/check/{'fail' if state['flip'] else 'pass'}/lat-a")
+            call(agent, "PUT", f"/v1/agent/check/{'fail' if state['flip'] else 'pass'}/lat-a")
 
         def put() -> None:
             state["n"] += 1
-            api(agent, "PUT", "/v1/kv/lat/value", str(state["n"]))
+            call(agent, "PUT", "/v1/kv/lat/value", str(state["n"]))
 
         def grow() -> None:
             state["n"] += 1
@@ -176,7 +162,7 @@ def edits(agent: DevAgent, folder: Path, env: dict[str, str], count: int) -> Non
     process = start_run(manifest, agent, env)
 
     def tags() -> Any:
-        _, _, body = api(agent, "GET", "/v1/agent/services")
+        _, _, body = call(agent, "GET", "/v1/agent/services")
         return json.loads(body).get("edited", {}).get("Tags")
 
     try:
@@ -249,9 +235,7 @@ def main() -> None:
     parser.add_argument("--idle-deps", type=int, default=1000)
     parser.add_argument("--idle-seconds", type=float, default=30)
     args = parser.parse_args()
-    binary = find_consul_binary()
-    if binary is None:
-        sys.exit("no consul binary: set CONSUL_BIN (scripts/get-consul)")
+    binary = consul_binary()
     env = {k: v for k, v in os.environ.items() if not k.startswith("CONSUL_HTTP")}
     with DevAgent(binary) as agent, tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)

@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import argparse
-import http.client
 import json
 import os
 import statistics
@@ -21,7 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from manifest_runner.testing.devagent import DevAgent, find_consul_binary
+from bench.common import call, consul_binary, percentile
+from manifest_runner.testing.devagent import DevAgent
 
 EXE = str(Path(sys.executable).with_name("consul-manifest"))
 TEMPLATE = """upstream web {
@@ -38,10 +38,7 @@ def register(agent: DevAgent, number: int, port: int) -> None:
         "Port": port,
         "Check": {"CheckID": f"web-{number:02d}", "TTL": "1h", "Status": "passing"},
     }
-    conn = http.client.HTTPConnection("127.0.0.1", agent.ports.http)
-    conn.request("PUT", "/v1/agent/service/register", body=json.dumps(body))
-    conn.getresponse().read()
-    conn.close()
+    call(agent, "PUT", "/v1/agent/service/register", json.dumps(body))
 
 
 def median_wall(argv: list[str], env: dict[str, str], runs: int) -> float:
@@ -53,19 +50,12 @@ def median_wall(argv: list[str], env: dict[str, str], runs: int) -> float:
     return statistics.median(times)
 
 
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=11)
     parser.add_argument("--events", type=int, default=40)
     args = parser.parse_args()
-    binary = find_consul_binary()
-    if binary is None:
-        sys.exit("no consul binary (scripts/get-consul)")
+    binary = consul_binary()
     with DevAgent(binary) as agent, tempfile.TemporaryDirectory() as tmp:
         for number in range(50):
             register(agent, number, 8000 + number)

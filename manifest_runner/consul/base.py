@@ -166,32 +166,11 @@ class BaseClient:
         ``timeout`` (seconds) caps the request below the configured one, e.g. to stay within a total budget;
         ``idempotent`` says that sending it twice is harmless (GET is; see :meth:`Transport.request`)."""
         params = [*(params or []), *self._tenancy(path)]
-        operation = f"{method} {path}"
         wait = _blocking_wait(params)
         base = self.settings.timeout if timeout is None else min(timeout, self.settings.timeout)
         timeout = base + (wait + wait / 16 if wait is not None else 0.0)
-        all_headers = dict(headers or {})
-        if self._token and "X-Consul-Token" not in all_headers:
-            all_headers["X-Consul-Token"] = self._token
-        with self._counts_lock:
-            self.counts[method] = self.counts.get(method, 0) + 1
-            self.counts_by_path[operation] = self.counts_by_path.get(operation, 0) + 1
-        try:
-            answer = self._transport.request(
-                method, path, params, data, headers=all_headers, timeout=timeout, idempotent=idempotent
-            )
-        except TransportError as err:
-            where = self.endpoint.url
-            if err.kind == "tls":
-                raise ConsulRefused(f"TLS handshake with {where} failed: {err.reason}", operation=operation) from None
-            if err.kind == "timeout":
-                raise ConsulUnavailable(f"no answer from {where} within {timeout:g}s", operation=operation) from None
-            if err.kind == "too_large":
-                raise ConsulProtocolError(f"{err.reason}; is this a Consul agent?", operation=operation) from None
-            raise AgentUnreachable(f"cannot reach Consul at {where}: {err.reason}", operation=operation) from None
-        with self._counts_lock:
-            self.bytes_received += answer.wire
-        raise_for_status(answer, operation, path)
+        answer = self._request(method, path, params, data, headers=headers, timeout=timeout, idempotent=idempotent)
+        raise_for_status(answer, f"{method} {path}", path)
         return answer
 
     def exchange(
@@ -208,6 +187,21 @@ class BaseClient:
         statuses themselves); only a request that gets no answer raises. ``timeout`` is the whole request's, as
         given (not capped by the settings': py-consul's own timeouts apply on its bridge)."""
         params = [*(params or []), *self._tenancy(path)]
+        return self._request(method, path, params, data, headers=headers, timeout=timeout, idempotent=None)
+
+    def _request(
+        self,
+        method: str,
+        path: str,
+        params: list[tuple[str, Any]],
+        data: str | bytes | None,
+        *,
+        headers: Mapping[str, str] | None,
+        timeout: float,
+        idempotent: bool | None,
+    ) -> Answer:
+        """Send and count one request, the token in its header; a request that gets no answer raises, mapped to
+        the project's errors (TLS refused, timed out, too large, unreachable). Any status is returned."""
         operation = f"{method} {path}"
         all_headers = dict(headers or {})
         if self._token and "X-Consul-Token" not in all_headers:
@@ -216,7 +210,9 @@ class BaseClient:
             self.counts[method] = self.counts.get(method, 0) + 1
             self.counts_by_path[operation] = self.counts_by_path.get(operation, 0) + 1
         try:
-            answer = self._transport.request(method, path, params, data, headers=all_headers, timeout=timeout)
+            answer = self._transport.request(
+                method, path, params, data, headers=all_headers, timeout=timeout, idempotent=idempotent
+            )
         except TransportError as err:
             where = self.endpoint.url
             if err.kind == "tls":

@@ -64,6 +64,7 @@ def observe(client: ConsulClient, desired: DesiredState, *, for_apply: bool = Fa
     seen_free = _lock_seen_free(client, desired.owner) if for_apply else None
     with ThreadPoolExecutor(max_workers=PROOF_THREADS, thread_name_prefix="observe") as pool:
         listed = pool.submit(client.agent_services, services_filter(desired.owner, wanted_ids))
+        checks = pool.submit(client.agent_checks) if desired.services else None
         external = pool.submit(_external, client, desired)
         trees = pool.submit(client.read_trees, roots)
         proofs = [pool.submit(_prove_kv, client, root) for root in [own_record, *desired.kv_roots]]
@@ -74,8 +75,8 @@ def observe(client: ConsulClient, desired: DesiredState, *, for_apply: bool = Fa
             proof.result()
         entries = {e.key: e for e in trees.result()}
     services = {**services, **{s.id: s for s in found if s is not None}}
-    checks = client.agent_checks() if services or desired.services else {}
-    observed_services = {sid: service_from_agent(service, checks) for sid, service in services.items()}
+    seen = checks.result() if checks is not None else client.agent_checks() if services else {}
+    observed_services = {sid: service_from_agent(service, seen) for sid, service in services.items()}
     observed_services.update(external.result())
 
     record = read_record(desired.owner, entries)
