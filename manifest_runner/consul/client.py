@@ -33,7 +33,7 @@ from manifest_runner.config import ConsulConfig
 from manifest_runner.consul import payloads
 from manifest_runner.consul.base import LEADER, Freshness
 from manifest_runner.consul.kv import TXN_BODY_LIMIT, KVCalls, txn_op_size
-from manifest_runner.consul.payloads import AgentCheck, AgentService, CheckState, Instance, NodeServices
+from manifest_runner.consul.payloads import AgentCheck, AgentService, Instance, NodeServices
 from manifest_runner.consul.statuses import CheckNotFound, TxnFailed, TxnTooLarge
 from manifest_runner.errors import ConsulProtocolError, ConsulRequestError
 
@@ -126,15 +126,6 @@ class ConsulClient(KVCalls):
             "GET", f"/v1/catalog/node-services/{node}", payloads.node_services, params, blocking=True
         )
         return found, services or {}
-
-    def checks_in_state(
-        self, state: str = "any", *, datacenter: str | None = None, index: int | None = None, wait: str | None = None
-    ) -> tuple[int, list[CheckState]]:
-        """Every check in ``state`` (``any``, ``passing``, ``warning``, ``critical``) in the datacenter."""
-        params: list[tuple[str, Any]] = self._dc(datacenter)
-        self._blocking(params, index, wait)
-        found, states = self.read("GET", f"/v1/health/state/{state}", payloads.check_states, params, blocking=True)
-        return found, states or []
 
     def catalog_services(
         self, *, datacenter: str | None = None, index: int | None = None, wait: str | None = None

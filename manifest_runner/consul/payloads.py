@@ -140,17 +140,6 @@ class KVPair:
 
 
 @dataclass(frozen=True, slots=True)
-class CheckState:
-    """One health check's state, as ``/v1/health/state/<state>`` lists them."""
-
-    node: str
-    check_id: str
-    status: str
-    service_id: str = ""
-    service_name: str = ""
-
-
-@dataclass(frozen=True, slots=True)
 class AgentCheck:
     """A check as ``/v1/agent/checks`` shows it (Consul 1.8 shows no definition: id, type, name, notes)."""
 
@@ -399,23 +388,6 @@ def txn_errors(body: Any) -> list[tuple[int, str]]:
         index = doc.get("OpIndex", -1)
         out.append((index if isinstance(index, int) else -1, _text(doc.get("What", ""), "What")))
     return out
-
-
-def check_states(body: Any) -> list[CheckState]:
-    """``/v1/health/state/<state>``: every check in that state (node checks have no service)."""
-    states = []
-    for raw in _list(body, "the checks"):
-        doc = _object(raw, "a check")
-        states.append(
-            CheckState(
-                node=_text(doc.get("Node", ""), "Node"),
-                check_id=_text(doc.get("CheckID", ""), "CheckID"),
-                status=_text(doc.get("Status", ""), "Status"),
-                service_id=_text(doc.get("ServiceID") or "", "ServiceID"),
-                service_name=_text(doc.get("ServiceName") or "", "ServiceName"),
-            )
-        )
-    return states
 
 
 def session_id(body: Any) -> str:

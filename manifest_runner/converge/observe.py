@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from manifest_runner.consul.client import ConsulClient
 from manifest_runner.consul.payloads import AgentCheck, AgentService, KVPair
@@ -225,7 +225,3 @@ def entry_from_consul(entry: KVPair) -> KVEntry:
         modify_index=entry.modify_index,
         create_index=entry.create_index,
     )
-
-
-def _unused(_: Any) -> None:  # pragma: no cover - keeps the typing import honest for older checkers
-    return None
