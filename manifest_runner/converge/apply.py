@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from manifest_runner.consul.client import TXN_BODY_LIMIT, ConsulClient, TxnFailed, TxnTooLarge, txn_op_size
+from manifest_runner.consul.payloads import AgentService
 from manifest_runner.converge.observe import services_filter
 from manifest_runner.converge.origin import repo_digest
 from manifest_runner.converge.ownership import OwnershipRecord, journal_entry
@@ -358,14 +359,15 @@ def _apply_external(client: ConsulClient, actions: list[Action], done: Callable[
     """Services on external nodes, through the catalog: each action's node, service and checks in one transaction
     (several actions to a transaction, under the op limit); then a read of each node confirms them, and nodes this
     tool registered that no service uses any more are removed."""
-    batches: list[list[Action]] = [[]]
     limit = client.op_limit()
+    batches: list[tuple[list[Action], list[dict[str, Any]]]] = [([], [])]
     for action in actions:
-        if batches[-1] and sum(len(external_ops(a)) for a in batches[-1]) + len(external_ops(action)) > limit:
-            batches.append([])
-        batches[-1].append(action)
-    for batch in batches:
-        ops = [op for action in batch for op in external_ops(action)]
+        ops = external_ops(action)
+        if batches[-1][0] and len(batches[-1][1]) + len(ops) > limit:
+            batches.append(([], []))
+        batches[-1][0].append(action)
+        batches[-1][1].extend(ops)
+    for batch, ops in batches:
         try:
             client.txn(ops, idempotent=True)
         except ConsulError as err:
@@ -375,15 +377,7 @@ def _apply_external(client: ConsulClient, actions: list[Action], done: Callable[
         catalog = client.catalog_node(node)
         present = catalog.services if catalog is not None else {}
         for action in (a for a in actions if a.service is not None and a.service.node == node):
-            there = present.get(action.target)
-            ok = (
-                there is None
-                if action.op == "delete"
-                else (
-                    there is not None and dict(there.meta).get(HASH_KEY) == action.service.recorded_digest  # type: ignore[union-attr]
-                )
-            )
-            if ok:
+            if _shows(present.get(action.target), action):
                 done(action)
             else:
                 unconfirmed.append(action)
@@ -398,6 +392,16 @@ def _apply_external(client: ConsulClient, actions: list[Action], done: Callable[
             ),
             unconfirmed,
         )
+
+
+def _shows(there: AgentService | None, action: Action) -> bool:
+    """Whether what Consul (the agent or the catalog) shows is the action's result: gone after a delete, else
+    there with the hash of what was applied."""
+    if action.op == "delete":
+        return there is None
+    if there is None:
+        return False
+    return action.service is None or dict(there.meta).get(HASH_KEY) == action.service.recorded_digest
 
 
 def external_ops(action: Action) -> list[dict[str, Any]]:
@@ -475,14 +479,4 @@ def _unconfirmed(client: ConsulClient, owner: str, actions: list[Action]) -> lis
     """The actions whose result the agent does not show: a registration absent or with another hash, a removal
     still there."""
     now = client.agent_services(services_filter(owner, (a.target for a in actions)))
-    unconfirmed = []
-    for action in actions:
-        present = now.get(action.target)
-        if action.op == "delete":
-            if present is not None:
-                unconfirmed.append(action)
-        elif present is None or (
-            action.service is not None and dict(present.meta).get(HASH_KEY) != action.service.recorded_digest
-        ):
-            unconfirmed.append(action)
-    return unconfirmed
+    return [action for action in actions if not _shows(now.get(action.target), action)]
