@@ -98,9 +98,13 @@ class DependencyWatch:
         pool: WatchPool,
         dependencies: Mapping[str, Watched],
         notify: Callable[[set[str]], None],
+        *,
+        notify_first: bool = False,
     ) -> None:
         self.pool = pool
         self.notify = notify
+        self.notify_first = notify_first
+        """Report each watch's first answer too: for watches started after the read they guard."""
         self.watches: list[Watch] = []
         self.plan: list[tuple[str, Fetch, set[str]]] = []
         services: dict[tuple[str | None, str, Freshness], set[str]] = defaultdict(set)
@@ -128,7 +132,10 @@ class DependencyWatch:
             self.plan.append((f"catalog services@{place or 'local'}", catalog_fetch(place, LEADER), keys))
 
     def start(self) -> DependencyWatch:
-        self.watches = [self.pool.add(name, fetch, _notifier(self.notify, keys)) for name, fetch, keys in self.plan]
+        self.watches = [
+            self.pool.add(name, fetch, _notifier(self.notify, keys), notify_first=self.notify_first)
+            for name, fetch, keys in self.plan
+        ]
         return self
 
     def wait_ready(self, timeout: float = 5.0) -> bool:

@@ -77,9 +77,9 @@ class Watches:
         """Watch what the templates read now (restarting the dependency watch when that changed).
 
         The new watches' starting indexes are read after the render whose reads they come from: a change made in
-        between is in their starting state and would never wake them. So once they are ready, everything they
-        cover is reported as possibly changed, once: the outputs are resolved and rendered again, and written (and
-        their commands run) only if that changed anything."""
+        between is in their starting state and would never wake them. So each one reports its first answer: what
+        it covers is resolved and rendered again, once, and written (its command run) only if that changed
+        anything."""
         if extra == self.extra or self.manifests is None:
             return
         self.extra = dict(extra)
@@ -90,10 +90,10 @@ class Watches:
             self.dependencies = None
         watched = {**dependency_keys(self.manifests), **self.extra}
         if watched:
-            self.dependencies = DependencyWatch(self._pool(self.client), watched, self.on_dependencies).start()
+            pool = self._pool(self.client)
+            self.dependencies = DependencyWatch(pool, watched, self.on_dependencies, notify_first=True).start()
             if not self.dependencies.wait_ready():
-                log.warning("some watches have no starting index yet; the resync will catch what they miss")
-            self.on_dependencies(set(watched))
+                log.warning("some watches have no starting index yet; they will report their first answer")
 
     def start_heartbeats(self, desired: Iterable[DesiredState]) -> None:
         if self.client is None:
